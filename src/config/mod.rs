@@ -1,0 +1,325 @@
+//! Configuration: the typed shape of `edgewatch.toml`, its defaults, and loading with every
+//! problem reported by key path (`sources[2].interval_ms: must be greater than 0`).
+//!
+//! `config/edgewatch.toml` documents every key; keep it and the doc comments here in step.
+//! Names marked *(interface)* in the design are fixed: installers and scripts rely on them.
+
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use load::{ConfigErrors, Problem, load, load_str};
+
+use crate::model::Severity;
+
+/// The whole configuration, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub store: StoreConfig,
+    pub web: WebConfig,
+    pub pipeline: PipelineConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+    pub sources: Vec<SourceConfig>,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `[gateway]`: who this gateway is.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Gateway id, added as the `gateway` tag to everything forwarded. Required.
+    pub id: String,
+    /// Static tags added to everything this gateway forwards (for example `site = "plant-3"`).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `[store]`: the embedded redb file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Path of the redb file; its directory is created if missing.
+    pub path: PathBuf,
+    /// Byte budget of the stored data. When exceeded, the oldest raw readings are removed
+    /// first, then the oldest outbox entries; both are counted and shown.
+    pub max_bytes: u64,
+    /// How long raw readings are kept. 0 turns raw storage off (rollups and events only).
+    pub raw_retention_secs: u64,
+    /// How long rollups are kept; a late reading older than this cannot correct its rollup and
+    /// is counted as `late_dropped` (it is still stored raw).
+    pub rollup_retention_secs: u64,
+    /// How long anomaly events are kept after they were cleared.
+    pub event_retention_secs: u64,
+    /// Pending writes are committed at least this often. A power cut can lose at most this
+    /// much accepted data (every commit is durable: fsync).
+    pub commit_interval_ms: u64,
+    /// Commit earlier once this many records (readings, rollups, events) are pending.
+    pub commit_max_records: usize,
+    /// How often retention (age and byte budget) runs.
+    pub retention_interval_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("/var/lib/edgewatch/edgewatch.redb"),
+            max_bytes: 1 << 30,
+            raw_retention_secs: 86_400,
+            rollup_retention_secs: 30 * 86_400,
+            event_retention_secs: 90 * 86_400,
+            commit_interval_ms: 200,
+            commit_max_records: 20_000,
+            retention_interval_secs: 60,
+        }
+    }
+}
+
+/// `[web]`: the status page, JSON API and metrics.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Listen address (interface). Port 0 picks a free port (tests).
+    pub listen: String,
+    /// A request that takes longer than this is answered 408.
+    pub request_timeout_secs: u64,
+    /// At most this many requests are served at once; more wait (the web only reads, so
+    /// readers never slow acquisition).
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: "127.0.0.1:8080".into(),
+            request_timeout_secs: 10,
+            max_concurrent_requests: 64,
+        }
+    }
+}
+
+impl WebConfig {
+    /// The parsed listen address; validation guarantees it parses.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.parse().expect("validated listen address")
+    }
+}
+
+/// `[pipeline]`: windows and the ingest channel.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Length of the tumbling rollup windows, aligned to the epoch.
+    pub window_secs: u64,
+    /// The watermark trails the newest event time by this much; a window is emitted when the
+    /// watermark passes its end.
+    pub allowed_lateness_secs: u64,
+    /// Span of the rolling average shown per series; defaults to `window_secs`.
+    pub rolling_secs: Option<u64>,
+    /// A reading stamped more than this far ahead of the gateway clock is flagged
+    /// `time_suspect` and kept out of windows and detectors.
+    pub max_future_secs: u64,
+    /// Capacity of the channel from the sources to the pipeline, in batches. When full,
+    /// sources wait (backpressure): nothing is dropped.
+    pub channel_capacity: usize,
+    /// How often the live view (status page, `/api/v1/sensors`) is refreshed.
+    pub snapshot_interval_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            window_secs: 60,
+            allowed_lateness_secs: 10,
+            rolling_secs: None,
+            max_future_secs: 300,
+            channel_capacity: 1024,
+            snapshot_interval_ms: 500,
+        }
+    }
+}
+
+impl PipelineConfig {
+    pub fn rolling_secs(&self) -> u64 {
+        self.rolling_secs.unwrap_or(self.window_secs)
+    }
+}
+
+/// `[log]`: logging. `RUST_LOG` overrides `level`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `compact` (human) or `json` (one object per line, for journald or a collector).
+    pub format: LogFormat,
+    /// Default filter, in `RUST_LOG` syntax.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Compact,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Compact,
+    Json,
+}
+
+/// `[shutdown]`: how long a SIGTERM may take.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After SIGTERM/SIGINT, sources stop, windows flush and the store commits; if that takes
+    /// longer than this the process exits anyway (code 1). A second signal exits at once.
+    pub deadline_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { deadline_secs: 10 }
+    }
+}
+
+/// `[[sources]]`: where readings come from. `type` selects the kind (interface).
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// Unique name (interface), the `source` tag of its readings.
+    pub name: String,
+    /// Static tags for everything derived from this source's readings.
+    pub tags: BTreeMap<String, String>,
+    pub kind: SourceKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum SourceKind {
+    Sim(SimConfig),
+}
+
+impl SourceKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceKind::Sim(_) => "sim",
+        }
+    }
+}
+
+/// `type = "sim"`: simulated sensors with temperature, pressure and vibration, noise, slow
+/// drift, and faults on a deterministic schedule derived from `seed`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// Number of simulated sensors (`<sensor_prefix>001` ...).
+    #[serde(default = "SimConfig::default_sensors")]
+    pub sensors: u32,
+    /// Time between two readings of a sensor.
+    #[serde(default = "SimConfig::default_interval_ms")]
+    pub interval_ms: u64,
+    /// Seed of the noise and of the fault schedule: the same seed gives the same readings.
+    #[serde(default = "SimConfig::default_seed")]
+    pub seed: u64,
+    /// Prefix of the sensor ids.
+    #[serde(default = "SimConfig::default_sensor_prefix")]
+    pub sensor_prefix: String,
+    /// Mean time between two injected faults across all sensors of this source; 0 turns
+    /// fault injection off.
+    #[serde(default = "SimConfig::default_fault_interval_secs")]
+    pub fault_interval_secs: f64,
+    /// Event time of the first tick (RFC 3339). Default: the gateway clock at start.
+    #[serde(default)]
+    pub start_time: Option<String>,
+    /// Stop after this many ticks. Default: run until shutdown.
+    #[serde(default)]
+    pub ticks: Option<u64>,
+    /// `true`: one tick per `interval_ms` of wall time. `false`: ticks as fast as the
+    /// pipeline accepts them (replay, tests, benchmarks).
+    #[serde(default = "SimConfig::default_realtime")]
+    pub realtime: bool,
+}
+
+impl SimConfig {
+    fn default_sensors() -> u32 {
+        50
+    }
+    fn default_interval_ms() -> u64 {
+        1000
+    }
+    fn default_seed() -> u64 {
+        42
+    }
+    fn default_sensor_prefix() -> String {
+        "sim-".into()
+    }
+    fn default_fault_interval_secs() -> f64 {
+        20.0
+    }
+    fn default_realtime() -> bool {
+        true
+    }
+}
+
+/// `[[rules]]`: an anomaly rule for every series whose `sensor/field` matches `match`.
+#[derive(Clone, Debug)]
+pub struct RuleConfig {
+    /// Name shown on events; defaults to `kind:match`.
+    pub name: String,
+    /// Glob over `sensor/field`, for example `*/vibration` or `press-*/temperature`.
+    pub pattern: String,
+    pub severity: Severity,
+    /// The condition must hold this long before the event is raised.
+    pub min_duration_secs: f64,
+    /// The clear condition must hold this long before the event is cleared, so a value
+    /// wobbling around the clear level does not end and restart the episode.
+    pub holdoff_secs: f64,
+    pub kind: RuleKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleKind {
+    /// Raise above `max` (below `min`); clear at or below `max_clear` (at or above `min_clear`).
+    Limit {
+        min: Option<f64>,
+        min_clear: Option<f64>,
+        max: Option<f64>,
+        max_clear: Option<f64>,
+    },
+    /// Raise when |Δvalue/Δt| per second exceeds `raise`; clear below `clear`.
+    Rate { raise: f64, clear: f64 },
+    /// Raise when |value − mean| / stddev over the preceding `window_secs` exceeds `raise`;
+    /// clear below `clear`. Needs `min_samples` in the window first.
+    Zscore {
+        window_secs: f64,
+        raise: f64,
+        clear: f64,
+        min_samples: u32,
+    },
+    /// Raise when the value has not changed by more than `tolerance` for `raise_secs`; clear
+    /// when it changes.
+    Stuck { raise_secs: f64, tolerance: f64 },
+    /// Raise when no reading arrived for `raise_secs` (gateway clock); clear on the next one.
+    Silent { raise_secs: f64 },
+}
+
+impl RuleKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RuleKind::Limit { .. } => "limit",
+            RuleKind::Rate { .. } => "rate",
+            RuleKind::Zscore { .. } => "zscore",
+            RuleKind::Stuck { .. } => "stuck",
+            RuleKind::Silent { .. } => "silent",
+        }
+    }
+}

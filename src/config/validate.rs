@@ -1,0 +1,249 @@
+//! Checks that need more than types: ranges, uniqueness, globs, addresses.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use super::{Config, Problem, RuleKind, SourceKind};
+
+pub(super) fn validate(c: &Config) -> Vec<Problem> {
+    let mut p = Vec::new();
+    fn positive_into(p: &mut Vec<Problem>, path: &str, value: f64) {
+        if !(value > 0.0) {
+            p.push(Problem::new(path, "must be greater than 0"));
+        }
+    }
+
+    if c.gateway.id.trim().is_empty() {
+        p.push(Problem::new("gateway.id", "must not be empty"));
+    }
+    positive_into(
+        &mut p,
+        "store.commit_interval_ms",
+        c.store.commit_interval_ms as f64,
+    );
+    positive_into(
+        &mut p,
+        "store.commit_max_records",
+        c.store.commit_max_records as f64,
+    );
+    positive_into(
+        &mut p,
+        "store.retention_interval_secs",
+        c.store.retention_interval_secs as f64,
+    );
+    positive_into(
+        &mut p,
+        "store.rollup_retention_secs",
+        c.store.rollup_retention_secs as f64,
+    );
+    positive_into(
+        &mut p,
+        "pipeline.window_secs",
+        c.pipeline.window_secs as f64,
+    );
+    positive_into(
+        &mut p,
+        "pipeline.channel_capacity",
+        c.pipeline.channel_capacity as f64,
+    );
+    positive_into(
+        &mut p,
+        "pipeline.snapshot_interval_ms",
+        c.pipeline.snapshot_interval_ms as f64,
+    );
+    positive_into(
+        &mut p,
+        "pipeline.rolling_secs",
+        c.pipeline.rolling_secs() as f64,
+    );
+    positive_into(
+        &mut p,
+        "web.request_timeout_secs",
+        c.web.request_timeout_secs as f64,
+    );
+    positive_into(
+        &mut p,
+        "web.max_concurrent_requests",
+        c.web.max_concurrent_requests as f64,
+    );
+    positive_into(
+        &mut p,
+        "shutdown.deadline_secs",
+        c.shutdown.deadline_secs as f64,
+    );
+    if c.store.max_bytes < 1 << 20 {
+        p.push(Problem::new(
+            "store.max_bytes",
+            "must be at least 1048576 (1 MiB)",
+        ));
+    }
+    if c.web.listen.parse::<SocketAddr>().is_err() {
+        p.push(Problem::new(
+            "web.listen",
+            format!(
+                "`{}` is not an address such as 127.0.0.1:8080",
+                c.web.listen
+            ),
+        ));
+    }
+    if c.store.path.as_os_str().is_empty() {
+        p.push(Problem::new("store.path", "must not be empty"));
+    }
+
+    if c.sources.is_empty() {
+        p.push(Problem::new(
+            "sources",
+            "at least one [[sources]] entry is required",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for (i, s) in c.sources.iter().enumerate() {
+        let path = format!("sources[{i}]");
+        if s.name.trim().is_empty() {
+            p.push(Problem::new(format!("{path}.name"), "must not be empty"));
+        } else if !names.insert(s.name.as_str()) {
+            p.push(Problem::new(
+                format!("{path}.name"),
+                format!("duplicate source name `{}`", s.name),
+            ));
+        }
+        match &s.kind {
+            SourceKind::Sim(sim) => {
+                if sim.interval_ms == 0 {
+                    p.push(Problem::new(
+                        format!("{path}.interval_ms"),
+                        "must be greater than 0",
+                    ));
+                }
+                if sim.sensors == 0 {
+                    p.push(Problem::new(
+                        format!("{path}.sensors"),
+                        "must be greater than 0",
+                    ));
+                }
+                if !(sim.fault_interval_secs >= 0.0) || !sim.fault_interval_secs.is_finite() {
+                    p.push(Problem::new(
+                        format!("{path}.fault_interval_secs"),
+                        "must be 0 (off) or a positive number of seconds",
+                    ));
+                }
+                if let Some(t) = &sim.start_time {
+                    if crate::model::parse_time(t).is_none() {
+                        p.push(Problem::new(
+                            format!("{path}.start_time"),
+                            format!("`{t}` is not an RFC 3339 time such as 2026-01-01T00:00:00Z"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    let mut rule_names = BTreeSet::new();
+    for (i, r) in c.rules.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        if let Err(e) = globset::Glob::new(&r.pattern) {
+            p.push(Problem::new(
+                format!("{path}.match"),
+                format!("bad glob `{}`: {}", r.pattern, e.kind()),
+            ));
+        }
+        if !rule_names.insert(r.name.as_str()) {
+            p.push(Problem::new(
+                format!("{path}.name"),
+                format!("duplicate rule name `{}`", r.name),
+            ));
+        }
+        if !(r.min_duration_secs >= 0.0) {
+            p.push(Problem::new(
+                format!("{path}.min_duration_secs"),
+                "must be 0 or more",
+            ));
+        }
+        if !(r.holdoff_secs >= 0.0) {
+            p.push(Problem::new(
+                format!("{path}.holdoff_secs"),
+                "must be 0 or more",
+            ));
+        }
+        let mut problem =
+            |key: &str, reason: &str| p.push(Problem::new(format!("{path}.{key}"), reason));
+        match &r.kind {
+            RuleKind::Limit {
+                min,
+                min_clear,
+                max,
+                max_clear,
+            } => {
+                if min.is_none() && max.is_none() {
+                    problem("max", "a limit rule needs `max`, `min` or both");
+                }
+                if let (Some(max), Some(clear)) = (max, max_clear) {
+                    if clear > max {
+                        problem(
+                            "max_clear",
+                            "must not be above `max` (hysteresis clears below the raise level)",
+                        );
+                    }
+                }
+                if let (Some(min), Some(clear)) = (min, min_clear) {
+                    if clear < min {
+                        problem(
+                            "min_clear",
+                            "must not be below `min` (hysteresis clears above the raise level)",
+                        );
+                    }
+                }
+                if let (Some(min), Some(max)) = (min, max) {
+                    if min >= max {
+                        problem("min", "must be below `max`");
+                    }
+                }
+            }
+            RuleKind::Rate { raise, clear } => {
+                if !(*raise > 0.0) {
+                    problem("raise", "must be greater than 0");
+                }
+                if clear > raise || *clear < 0.0 {
+                    problem("clear", "must be between 0 and `raise`");
+                }
+            }
+            RuleKind::Zscore {
+                window_secs,
+                raise,
+                clear,
+                min_samples,
+            } => {
+                if !(*window_secs > 0.0) {
+                    problem("window_secs", "must be greater than 0");
+                }
+                if !(*raise > 0.0) {
+                    problem("raise", "must be greater than 0");
+                }
+                if clear > raise || *clear < 0.0 {
+                    problem("clear", "must be between 0 and `raise`");
+                }
+                if *min_samples < 2 {
+                    problem("min_samples", "must be at least 2");
+                }
+            }
+            RuleKind::Stuck {
+                raise_secs,
+                tolerance,
+            } => {
+                if !(*raise_secs > 0.0) {
+                    problem("raise_secs", "must be greater than 0");
+                }
+                if !(*tolerance >= 0.0) {
+                    problem("tolerance", "must be 0 or more");
+                }
+            }
+            RuleKind::Silent { raise_secs } => {
+                if !(*raise_secs > 0.0) {
+                    problem("raise_secs", "must be greater than 0");
+                }
+            }
+        }
+    }
+    p
+}

@@ -1,0 +1,117 @@
+//! The live view: what the pipeline knows right now (latest values, rolling averages, active
+//! anomalies, counters) and what each source reports about its health. The pipeline task
+//! publishes a fresh [`LiveSnapshot`] on a `watch` channel every `snapshot_interval_ms`; the
+//! web only reads it, so any number of readers never slows acquisition.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::model::{AnomalyEvent, Quality, TimeNs};
+
+/// Latest state of one series.
+#[derive(Clone, Debug, Serialize)]
+pub struct FieldState {
+    pub value: f64,
+    pub time: TimeNs,
+    pub quality: Quality,
+    /// Mean of the finite readings in the last `rolling_secs` of event time; `None` before the
+    /// first finite reading.
+    pub rolling_avg: Option<f64>,
+}
+
+/// Latest state of one sensor: its fields by name.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SensorState {
+    pub source: String,
+    pub fields: BTreeMap<String, FieldState>,
+}
+
+/// Counters of the pipeline since start (monotonic).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PipelineCounters {
+    /// Readings accepted into the pipeline.
+    pub readings: u64,
+    /// NaN or infinite values: stored raw, excluded from aggregates.
+    pub not_finite: u64,
+    /// Readings with an untrustworthy timestamp (before 2000 or too far ahead): stored raw only.
+    pub time_suspect: u64,
+    /// Readings that arrived after their window was emitted and corrected the stored rollup.
+    pub late_corrected: u64,
+    /// Readings older than the rollup retention: they cannot correct a rollup; stored raw.
+    pub late_dropped: u64,
+    /// Rollups emitted (including corrections).
+    pub rollups: u64,
+    pub events_raised: u64,
+    pub events_cleared: u64,
+}
+
+/// Everything the web shows about the pipeline, replaced as a whole on each publish.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LiveSnapshot {
+    /// Gateway clock when this snapshot was made.
+    pub taken_at: TimeNs,
+    /// The pipeline's watermark (event time); `None` before the first reading.
+    pub watermark: Option<TimeNs>,
+    pub sensors: BTreeMap<String, SensorState>,
+    /// Active anomalies, most recent first.
+    pub active_events: Vec<AnomalyEvent>,
+    pub counters: PipelineCounters,
+}
+
+/// Health a source reports; shared between the source task (writer) and the web (reader).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SourceHealth {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `starting`, `up`, `down` or `stopped`.
+    pub state: String,
+    /// Gateway clock of the last successful acquisition.
+    pub last_success: Option<TimeNs>,
+    pub readings: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// The set of source health records, one slot per configured source.
+#[derive(Clone, Debug, Default)]
+pub struct SourceRegistry {
+    slots: Arc<Mutex<Vec<SourceHealth>>>,
+}
+
+impl SourceRegistry {
+    /// Registers a source and returns the handle it updates its health through.
+    pub fn register(&self, name: &str, kind: &str) -> SourceHandle {
+        let mut slots = self.slots.lock().expect("source registry poisoned");
+        slots.push(SourceHealth {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            state: "starting".into(),
+            ..SourceHealth::default()
+        });
+        SourceHandle {
+            slots: self.slots.clone(),
+            index: slots.len() - 1,
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<SourceHealth> {
+        self.slots.lock().expect("source registry poisoned").clone()
+    }
+}
+
+/// A source's handle on its own health record.
+#[derive(Clone, Debug)]
+pub struct SourceHandle {
+    slots: Arc<Mutex<Vec<SourceHealth>>>,
+    index: usize,
+}
+
+impl SourceHandle {
+    pub fn update(&self, f: impl FnOnce(&mut SourceHealth)) {
+        let mut slots = self.slots.lock().expect("source registry poisoned");
+        f(&mut slots[self.index]);
+    }
+}
