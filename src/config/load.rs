@@ -120,7 +120,13 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
     let pipeline = optional_section::<PipelineConfig>("pipeline", take("pipeline"), &mut problems);
     let log = optional_section::<LogConfig>("log", take("log"), &mut problems);
     let shutdown = optional_section::<ShutdownConfig>("shutdown", take("shutdown"), &mut problems);
-    let sources = entries("sources", take("sources"), &mut problems, source);
+    let sources = match take("sources") {
+        None => {
+            problems.push(Problem::new("sources", "at least one [[sources]] entry is required"));
+            Vec::new()
+        }
+        some => entries("sources", some, &mut problems, source),
+    };
     let rules = entries("rules", take("rules"), &mut problems, rule);
 
     let (Some(gateway), Some(store), Some(web), Some(pipeline), Some(log), Some(shutdown)) =

@@ -1,0 +1,280 @@
+//! The pipeline core: readings in; raw readings, rollups, anomaly events and the live view
+//! out. Pure and clock-free: the caller passes the gateway time with every call, and takes the
+//! accumulated output as a [`WriteBatch`] for the store.
+//!
+//! Per series it keeps the open windows, a rolling average and the detectors of every matching
+//! rule. Readings with a NaN/infinite value or an untrustworthy timestamp are flagged, stored
+//! raw and counted, but kept out of windows, detectors and the watermark. A reading whose
+//! window was already emitted becomes a one-reading rollup with the `late` flag, which the
+//! store merges into the stored rollup (same key, so a forwarded point overwrites itself);
+//! older than the rollup retention it is counted as `late_dropped` and kept raw only.
+
+mod detect;
+mod rolling;
+pub mod task;
+mod window;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use detect::{Detector, RuleSet};
+pub use rolling::Rolling;
+pub use window::{Placement, Windows};
+
+use crate::live::{FieldState, LiveSnapshot, PipelineCounters, SensorState};
+use crate::model::{AnomalyEvent, Batch, NS_PER_SEC, Quality, Reading, Rollup, SeriesKey, Stats, TimeNs};
+use crate::store::WriteBatch;
+
+/// 2000-01-01T00:00:00Z: readings stamped earlier come from a gateway without a real clock.
+const EARLIEST_TRUSTED: TimeNs = 946_684_800 * NS_PER_SEC;
+
+/// The pipeline's settings, in nanoseconds.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub window_ns: i64,
+    pub lateness_ns: i64,
+    pub rolling_ns: i64,
+    pub max_future_ns: i64,
+    pub rollup_retention_ns: i64,
+    /// Whether raw readings are handed to the store.
+    pub keep_raw: bool,
+}
+
+impl Settings {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        let s = |secs: u64| (secs as i64).saturating_mul(NS_PER_SEC);
+        Settings {
+            window_ns: s(c.pipeline.window_secs),
+            lateness_ns: s(c.pipeline.allowed_lateness_secs),
+            rolling_ns: s(c.pipeline.rolling_secs()),
+            max_future_ns: s(c.pipeline.max_future_secs),
+            rollup_retention_ns: s(c.store.rollup_retention_secs),
+            keep_raw: c.store.raw_retention_secs > 0,
+        }
+    }
+}
+
+struct Series {
+    key: SeriesKey,
+    source: Arc<str>,
+    latest: Option<(TimeNs, f64, Quality)>,
+    rolling: Rolling,
+    detectors: Vec<Detector>,
+}
+
+pub struct Pipeline {
+    settings: Settings,
+    rules: RuleSet,
+    index: HashMap<SeriesKey, usize>,
+    series: Vec<Series>,
+    windows: Windows,
+    /// Events of the previous run that were still active, waiting for their series to appear.
+    restored: Vec<AnomalyEvent>,
+    next_event_id: u64,
+    counters: PipelineCounters,
+    out: WriteBatch,
+    closed: Vec<(usize, TimeNs, Stats)>,
+}
+
+impl Pipeline {
+    /// `next_event_id` and `active` come from the store, so that ids stay unique and episodes
+    /// active before a restart are cleared once rather than raised again. An active episode
+    /// whose rule is no longer configured can never clear by itself: it is cleared at `now`.
+    pub fn new(
+        settings: Settings,
+        rules: RuleSet,
+        next_event_id: u64,
+        active: Vec<AnomalyEvent>,
+        now: TimeNs,
+    ) -> Self {
+        let (active, orphans): (Vec<_>, Vec<_>) = active.into_iter().partition(|e| rules.has_rule(&e.rule));
+        let mut out = WriteBatch::default();
+        for mut e in orphans {
+            e.cleared_at = Some(now);
+            e.message = format!("{} (cleared at start-up: rule `{}` is no longer configured)", e.message, e.rule);
+            out.events.push(e);
+        }
+        Pipeline {
+            windows: Windows::new(settings.window_ns, settings.lateness_ns),
+            settings,
+            rules,
+            index: HashMap::new(),
+            series: Vec::new(),
+            restored: active,
+            next_event_id,
+            counters: PipelineCounters::default(),
+            out,
+            closed: Vec::new(),
+        }
+    }
+
+    pub fn counters(&self) -> &PipelineCounters {
+        &self.counters
+    }
+
+    pub fn watermark(&self) -> Option<TimeNs> {
+        self.windows.watermark()
+    }
+
+    fn series_index(&mut self, key: &SeriesKey, source: &Arc<str>) -> usize {
+        if let Some(&i) = self.index.get(key) {
+            return i;
+        }
+        let i = self.series.len();
+        let mut detectors = self.rules.detectors_for(key);
+        self.restored.retain(|e| {
+            let matching = e.sensor == *key.sensor && e.field == *key.field;
+            match detectors.iter_mut().find(|d| matching && d.rule().name == e.rule) {
+                Some(d) => {
+                    d.restore(e.clone());
+                    false
+                }
+                None => true,
+            }
+        });
+        self.series.push(Series {
+            key: key.clone(),
+            source: source.clone(),
+            latest: None,
+            rolling: Rolling::new(self.settings.rolling_ns),
+            detectors,
+        });
+        self.index.insert(key.clone(), i);
+        self.windows.ensure_series(i);
+        self.out.new_series.push((key.clone(), source.clone()));
+        i
+    }
+
+    /// Processes one batch that arrived at gateway time `now`.
+    pub fn ingest(&mut self, batch: Batch, now: TimeNs) {
+        let latest_trusted = now.saturating_add(self.settings.max_future_ns);
+        for mut r in batch.readings {
+            self.counters.readings += 1;
+            let i = self.series_index(&r.series, &batch.source);
+            if !(EARLIEST_TRUSTED..=latest_trusted).contains(&r.time) {
+                r.quality.insert(Quality::TIME_SUSPECT);
+                self.counters.time_suspect += 1;
+            } else if !r.value.is_finite() {
+                r.quality.insert(Quality::NOT_FINITE);
+                self.counters.not_finite += 1;
+                self.series[i].latest = Some((r.time, r.value, r.quality));
+            } else {
+                self.accept(i, &mut r, now);
+            }
+            if self.settings.keep_raw {
+                self.out.raw.push(r);
+            }
+        }
+        self.close_windows();
+    }
+
+    fn accept(&mut self, i: usize, r: &mut Reading, now: TimeNs) {
+        match self.windows.insert(i, r.time, r.value, r.quality) {
+            Placement::Open => {}
+            Placement::Late { start } => {
+                r.quality.insert(Quality::LATE);
+                let horizon = self.windows.watermark().unwrap_or(r.time) - self.settings.rollup_retention_ns;
+                if start < horizon {
+                    self.counters.late_dropped += 1;
+                } else {
+                    self.counters.late_corrected += 1;
+                    self.counters.rollups += 1;
+                    self.out.rollups.push(Rollup {
+                        series: r.series.clone(),
+                        start,
+                        length_ns: self.windows.length(),
+                        stats: Stats::of(r.time, r.value, r.quality),
+                    });
+                }
+            }
+        }
+        let s = &mut self.series[i];
+        if s.latest.is_none_or(|(t, _, _)| r.time >= t) {
+            s.latest = Some((r.time, r.value, r.quality));
+        }
+        s.rolling.push(r.time, r.value);
+        for d in &mut s.detectors {
+            if let Some(event) = d.observe(&s.key, r.time, r.value, now, &mut self.next_event_id) {
+                record(&mut self.counters, &event);
+                self.out.events.push(event);
+            }
+        }
+    }
+
+    fn close_windows(&mut self) {
+        self.windows.drain_closed(&mut self.closed);
+        self.emit_closed();
+    }
+
+    fn emit_closed(&mut self) {
+        for (i, start, stats) in self.closed.drain(..) {
+            self.counters.rollups += 1;
+            self.out.rollups.push(Rollup {
+                series: self.series[i].key.clone(),
+                start,
+                length_ns: self.windows.length(),
+                stats,
+            });
+        }
+    }
+
+    /// Advances gateway time: the `silent` rule compares it with each series' last arrival.
+    pub fn tick(&mut self, now: TimeNs) {
+        for s in &mut self.series {
+            for d in s.detectors.iter_mut().filter(|d| d.is_silent_rule()) {
+                if let Some(event) = d.tick(&s.key, now, &mut self.next_event_id) {
+                    record(&mut self.counters, &event);
+                    self.out.events.push(event);
+                }
+            }
+        }
+    }
+
+    /// Emits every open window (shutdown): partial rollups that the store merges with any
+    /// later readings for the same windows.
+    pub fn flush(&mut self) {
+        self.windows.drain_all(&mut self.closed);
+        self.emit_closed();
+    }
+
+    /// Takes the output accumulated since the last call.
+    pub fn take_output(&mut self) -> WriteBatch {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The live view at gateway time `now`.
+    pub fn snapshot(&self, now: TimeNs) -> LiveSnapshot {
+        let mut snap = LiveSnapshot {
+            taken_at: now,
+            watermark: self.windows.watermark(),
+            counters: self.counters.clone(),
+            ..LiveSnapshot::default()
+        };
+        for s in &self.series {
+            let sensor = snap.sensors.entry(s.key.sensor.to_string()).or_insert_with(|| SensorState {
+                source: s.source.to_string(),
+                ..SensorState::default()
+            });
+            if let Some((time, value, quality)) = s.latest {
+                sensor.fields.insert(
+                    s.key.field.to_string(),
+                    FieldState { value, time, quality, rolling_avg: s.rolling.mean() },
+                );
+            }
+            snap.active_events.extend(s.detectors.iter().filter_map(|d| d.active().cloned()));
+        }
+        snap.active_events.sort_by(|a, b| b.raised_at.cmp(&a.raised_at).then(b.id.cmp(&a.id)));
+        snap
+    }
+}
+
+fn record(counters: &mut PipelineCounters, event: &AnomalyEvent) {
+    if event.is_active() {
+        counters.events_raised += 1;
+    } else {
+        counters.events_cleared += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+//! The thin async shell around [`Pipeline`]: receives batches from the sources, stamps them
+//! with the gateway clock, hands the output to the store writer, ticks the `silent` rule,
+//! publishes the live view, and mirrors the counters into the metrics.
+//!
+//! Shutdown is by channel closure: when every source has dropped its sender, the loop ends,
+//! the open windows are flushed, the last output is sent, and dropping the store sender lets
+//! the writer commit and finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::Pipeline;
+use crate::live::{LiveSnapshot, PipelineCounters};
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::model::{Batch, now_ns};
+use crate::store::WriteBatch;
+
+/// At most this many queued batches are processed before the output goes to the store, so
+/// that output stays bounded and the writer sees data promptly under load.
+const MAX_BATCHES_PER_ROUND: usize = 256;
+
+pub struct PipelineTask {
+    pub pipeline: Pipeline,
+    pub input: mpsc::Receiver<Batch>,
+    pub output: mpsc::Sender<WriteBatch>,
+    pub live: watch::Sender<Arc<LiveSnapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub snapshot_interval: Duration,
+}
+
+impl PipelineTask {
+    pub async fn run(self) {
+        let PipelineTask { mut pipeline, mut input, output, live, metrics, snapshot_interval } = self;
+        let mut published = PipelineCounters::default();
+        let mut tick = tokio::time::interval(snapshot_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = input.recv() => {
+                    let Some(batch) = batch else { break };
+                    let now = now_ns();
+                    pipeline.ingest(batch, now);
+                    for _ in 1..MAX_BATCHES_PER_ROUND {
+                        match input.try_recv() {
+                            Ok(batch) => pipeline.ingest(batch, now),
+                            Err(_) => break,
+                        }
+                    }
+                    metrics.pipeline_queue_batches.set(input.len() as i64);
+                    if !send(&output, &mut pipeline).await {
+                        break;
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = now_ns();
+                    pipeline.tick(now);
+                    if !send(&output, &mut pipeline).await {
+                        break;
+                    }
+                    live.send_replace(Arc::new(pipeline.snapshot(now)));
+                    mirror(&metrics, &mut published, pipeline.counters());
+                }
+            }
+        }
+        pipeline.flush();
+        send(&output, &mut pipeline).await;
+        let now = now_ns();
+        live.send_replace(Arc::new(pipeline.snapshot(now)));
+        mirror(&metrics, &mut published, pipeline.counters());
+        tracing::info!(
+            readings = pipeline.counters().readings,
+            rollups = pipeline.counters().rollups,
+            "pipeline flushed its open windows"
+        );
+    }
+}
+
+/// Sends the pending output to the store writer; waits when the writer is behind
+/// (backpressure up to the sources). False when the writer is gone.
+async fn send(output: &mpsc::Sender<WriteBatch>, pipeline: &mut Pipeline) -> bool {
+    let batch = pipeline.take_output();
+    if batch.is_empty() {
+        return true;
+    }
+    if output.send(batch).await.is_err() {
+        tracing::error!("store writer stopped; the pipeline stops too");
+        return false;
+    }
+    true
+}
+
+/// Adds the counter increments since the last call to the Prometheus counters.
+fn mirror(m: &Metrics, last: &mut PipelineCounters, now: &PipelineCounters) {
+    m.pipeline_readings.inc_by(now.readings - last.readings);
+    m.pipeline_flagged
+        .get_or_create(&ReasonLabel { reason: "not_finite".into() })
+        .inc_by(now.not_finite - last.not_finite);
+    m.pipeline_flagged
+        .get_or_create(&ReasonLabel { reason: "time_suspect".into() })
+        .inc_by(now.time_suspect - last.time_suspect);
+    m.late_corrected.inc_by(now.late_corrected - last.late_corrected);
+    m.late_dropped.inc_by(now.late_dropped - last.late_dropped);
+    m.rollups_emitted.inc_by(now.rollups - last.rollups);
+    m.events_raised.inc_by(now.events_raised - last.events_raised);
+    m.events_cleared.inc_by(now.events_cleared - last.events_cleared);
+    *last = now.clone();
+}
