@@ -1,0 +1,171 @@
+//! Wiring: opens the store, builds the pipeline, starts the store writer, the pipeline task,
+//! the sources and the web server, and stops them in order.
+//!
+//! Shutdown order (each step starts when the previous one has finished):
+//! 1. `shutdown` is cancelled: sources stop and drop their senders;
+//! 2. the pipeline sees its input close, flushes the open windows and sends the last output;
+//! 3. the store writer commits everything pending and returns;
+//! 4. the web server stops.
+//!
+//! `start` is what `main` and the integration tests call (tests on port 0 and a temp store).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, SourceKind};
+use crate::live::{LiveSnapshot, SourceRegistry};
+use crate::metrics::Metrics;
+use crate::model::{Batch, now_ns};
+use crate::pipeline::task::PipelineTask;
+use crate::pipeline::{Pipeline, RuleSet, Settings};
+use crate::source::sim;
+use crate::store::{EventFilter, Store, WriteBatch, writer};
+use crate::web::{self, WebState};
+
+/// Capacity of the channel from the pipeline to the store writer, in pipeline outputs. When
+/// full, the pipeline waits, and so, through its own channel, do the sources.
+const STORE_CHANNEL_CAPACITY: usize = 64;
+
+/// A running daemon.
+pub struct Running {
+    /// The address the web server listens on (the real port when configured with port 0).
+    pub web_addr: SocketAddr,
+    /// The store, for readers such as tests and tools.
+    pub store: Store,
+    /// The live view the pipeline publishes.
+    pub live: watch::Receiver<Arc<LiveSnapshot>>,
+    pub metrics: Arc<Metrics>,
+    sources: TaskTracker,
+    pipeline: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    web: JoinHandle<std::io::Result<()>>,
+    web_stop: CancellationToken,
+}
+
+/// Starts everything; returns once the web server listens. Cancel `shutdown` to stop, then
+/// await [`Running::wait`].
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    // Bind first: a port in use must fail the start before anything runs.
+    let listen = config.web.listen_addr();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (web.listen)"))?;
+    let web_addr = listener.local_addr()?;
+    let store_config = config.store.clone();
+    let (store, next_event_id, active) = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&store_config)?;
+        let next = store.next_event_id()?;
+        let active = store.events(&EventFilter { active: Some(true), ..EventFilter::default() })?;
+        anyhow::Ok((store, next, active))
+    })
+    .await
+    .context("store task panicked")?
+    .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
+    tracing::info!(
+        path = %config.store.path.display(),
+        next_event_id,
+        active_events = active.len(),
+        "store open"
+    );
+
+    let metrics = Arc::new(Metrics::new());
+    let rules = RuleSet::compile(&config.rules).context("rules")?;
+    let pipeline = Pipeline::new(Settings::from_config(&config), rules, next_event_id, active, now_ns());
+
+    let (store_tx, store_rx) = mpsc::channel::<WriteBatch>(STORE_CHANNEL_CAPACITY);
+    let writer = tokio::spawn(writer::run_writer(store.clone(), store_rx, config.store.clone(), metrics.clone()));
+
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
+    let (live_tx, live_rx) = watch::channel(Arc::new(LiveSnapshot::default()));
+    let pipeline = tokio::spawn(
+        PipelineTask {
+            pipeline,
+            input: batch_rx,
+            output: store_tx,
+            live: live_tx,
+            metrics: metrics.clone(),
+            snapshot_interval: Duration::from_millis(config.pipeline.snapshot_interval_ms),
+        }
+        .run(),
+    );
+
+    let registry = SourceRegistry::default();
+    let sources = TaskTracker::new();
+    for source in &config.sources {
+        let name: Arc<str> = source.name.as_str().into();
+        let health = registry.register(&source.name, source.kind.type_name());
+        match &source.kind {
+            SourceKind::Sim(sim_config) => {
+                let start = sim::start_time(sim_config, now_ns());
+                sources.spawn(sim::run(
+                    sim_config.clone(),
+                    name,
+                    start,
+                    batch_tx.clone(),
+                    health,
+                    metrics.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
+        tracing::info!(source = %source.name, kind = source.kind.type_name(), "source started");
+    }
+    sources.close();
+    // The pipeline runs until shutdown even when every source has finished (a sim with a tick
+    // limit): this sender is dropped only when shutdown begins.
+    sources.spawn(async move {
+        shutdown.cancelled().await;
+        drop(batch_tx);
+    });
+
+    let web_stop = CancellationToken::new();
+    let state = WebState {
+        gateway_id: config.gateway.id.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        started_at: now_ns(),
+        live: live_rx.clone(),
+        sources: registry,
+        store: store.clone(),
+        metrics: metrics.clone(),
+        window_secs: config.pipeline.window_secs,
+        config: config.web.clone(),
+    };
+    let web = tokio::spawn(web::serve(listener, state, web_stop.clone()));
+    tracing::info!(gateway = %config.gateway.id, "status page on http://{web_addr}/");
+
+    Ok(Running {
+        web_addr,
+        store,
+        live: live_rx,
+        metrics,
+        sources,
+        pipeline,
+        writer,
+        web,
+        web_stop,
+    })
+}
+
+impl Running {
+    /// Waits for the ordered shutdown to complete (after `shutdown` was cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.sources.wait().await;
+        self.pipeline.await.context("pipeline task panicked")?;
+        self.writer.await.context("store writer panicked")?;
+        self.web_stop.cancel();
+        self.web.await.context("web task panicked")?.context("web server")?;
+        Ok(())
+    }
+}
+
+/// Runs until `shutdown` is cancelled and everything has stopped.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown).await?.wait().await
+}
