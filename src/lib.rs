@@ -5,4 +5,5 @@ pub mod config;
 pub mod live;
 pub mod metrics;
 pub mod model;
+pub mod source;
 pub mod store;
