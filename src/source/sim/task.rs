@@ -147,3 +147,238 @@ fn clock_from(due: TimeNs, period: Duration) -> Option<Interval> {
     clock.set_missed_tick_behavior(MissedTickBehavior::Delay);
     Some(clock)
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::task::JoinHandle;
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::live::{SourceHealth, SourceRegistry};
+    use crate::model::NS_PER_SEC;
+    use crate::source::sim::test_config;
+
+    const START: TimeNs = 1_800_000_000 * NS_PER_SEC;
+
+    /// What a sim task under test reports to, and its shutdown token.
+    struct Harness {
+        registry: SourceRegistry,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    }
+
+    impl Harness {
+        fn spawn(
+            config: SimConfig,
+            start: TimeNs,
+            tx: mpsc::Sender<Batch>,
+        ) -> (Self, JoinHandle<()>) {
+            let harness = Harness {
+                registry: SourceRegistry::default(),
+                metrics: Arc::new(Metrics::new()),
+                shutdown: CancellationToken::new(),
+            };
+            let task = tokio::spawn(run(
+                config,
+                "sim".into(),
+                start,
+                tx,
+                harness.registry.register("sim", "sim"),
+                harness.metrics.clone(),
+                harness.shutdown.clone(),
+            ));
+            (harness, task)
+        }
+
+        fn health(&self) -> SourceHealth {
+            self.registry.snapshot().remove(0)
+        }
+
+        fn delivered(&self) -> u64 {
+            self.metrics
+                .source_readings
+                .get_or_create(&SourceLabel {
+                    source: "sim".into(),
+                })
+                .get()
+        }
+    }
+
+    /// Waits for the task to end; a task that does not stop within 5 s fails the test.
+    async fn join(task: JoinHandle<()>) {
+        timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the task did not stop")
+            .expect("the task panicked");
+    }
+
+    /// Receives batches until the channel closes, with the time each one arrived.
+    async fn receive_all(rx: &mut mpsc::Receiver<Batch>) -> Vec<(Duration, Batch)> {
+        let began = Instant::now();
+        let mut received = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            received.push((began.elapsed(), batch));
+        }
+        received
+    }
+
+    #[test]
+    fn start_time_is_the_configured_time_or_now_rounded_down_to_the_interval() {
+        let config = SimConfig {
+            interval_ms: 250,
+            ..test_config()
+        };
+        let now = START + 1_234_567_890;
+        assert_eq!(start_time(&config, now), START + 1_000_000_000);
+        assert_eq!(start_time(&config, START), START);
+        let configured = SimConfig {
+            start_time: Some("2026-11-26T10:00:00.1Z".into()),
+            ..config
+        };
+        assert_eq!(
+            start_time(&configured, now),
+            parse_time("2026-11-26T10:00:00.1Z").unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn delivers_exactly_the_configured_ticks_as_fast_as_received_then_stops() {
+        let config = SimConfig {
+            sensors: 4,
+            ticks: Some(25),
+            realtime: false,
+            ..test_config()
+        };
+        let (tx, mut rx) = mpsc::channel(2);
+        let (harness, task) = Harness::spawn(config.clone(), START, tx);
+        let received = receive_all(&mut rx).await;
+        join(task).await;
+
+        assert_eq!(received.len(), 25);
+        let mut expected = SimGenerator::new(&config, START);
+        let mut total = 0;
+        for (_, batch) in &received {
+            assert_eq!(&*batch.source, "sim");
+            assert_eq!(batch.readings, expected.tick().readings);
+            total += batch.readings.len() as u64;
+        }
+        let health = harness.health();
+        assert_eq!(health.state, "stopped");
+        assert_eq!(health.readings, total);
+        assert!(health.last_success.is_some());
+        assert_eq!(harness.delivered(), total);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn realtime_sends_each_tick_when_the_clock_reaches_it_then_stops() {
+        let config = SimConfig {
+            sensors: 2,
+            ticks: Some(5),
+            realtime: true,
+            ..test_config()
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        let start = start_time(&config, now_ns());
+        let (harness, task) = Harness::spawn(config, start, tx);
+        let received = receive_all(&mut rx).await;
+        join(task).await;
+
+        let arrivals: Vec<Duration> = received.iter().map(|(at, _)| *at).collect();
+        assert_eq!(arrivals.len(), 5);
+        // Tick 0 is due at once (start is now rounded down), tick 1 within a second.
+        assert_eq!(arrivals[0], Duration::ZERO);
+        assert!(arrivals[1] > Duration::ZERO && arrivals[1] <= Duration::from_secs(1));
+        for pair in arrivals[1..].windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::from_secs(1), "{arrivals:?}");
+        }
+        assert_eq!(harness.health().state, "stopped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_start_in_the_past_catches_up_at_once_then_follows_the_clock() {
+        let config = SimConfig {
+            sensors: 2,
+            ticks: Some(40),
+            realtime: true,
+            ..test_config()
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        let start = start_time(&config, now_ns()) - 30 * NS_PER_SEC;
+        let (harness, task) = Harness::spawn(config, start, tx);
+        let received = receive_all(&mut rx).await;
+        join(task).await;
+
+        let arrivals: Vec<Duration> = received.iter().map(|(at, _)| *at).collect();
+        assert_eq!(arrivals.len(), 40);
+        // Ticks 0..=30 were due when the task started: no waiting on the clock for them.
+        assert!(arrivals[..31].iter().all(|at| at.is_zero()), "{arrivals:?}");
+        // Ticks 31..40 are due over the next 9 seconds.
+        assert!(arrivals[39] > Duration::from_secs(8), "{arrivals:?}");
+        assert!(arrivals[39] <= Duration::from_secs(9), "{arrivals:?}");
+        assert_eq!(harness.health().state, "stopped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_stops_the_task_while_it_waits_on_a_full_channel() {
+        let config = SimConfig {
+            sensors: 3,
+            ticks: None,
+            realtime: false,
+            ..test_config()
+        };
+        let (tx, rx) = mpsc::channel(1);
+        let (harness, task) = Harness::spawn(config, START, tx);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // One batch fills the channel; the task holds the next one, waiting for room.
+        assert_eq!(rx.len(), 1);
+        assert!(!task.is_finished());
+        assert_eq!(harness.health().state, "up");
+
+        harness.shutdown.cancel();
+        join(task).await;
+        let health = harness.health();
+        assert_eq!(health.state, "stopped");
+        assert_eq!(
+            health.readings, 9,
+            "only the batch in the channel was delivered"
+        );
+        drop(rx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_stops_a_realtime_task_waiting_for_its_next_tick() {
+        let config = SimConfig {
+            sensors: 3,
+            ticks: None,
+            realtime: true,
+            ..test_config()
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        let start = start_time(&config, now_ns()) + 3600 * NS_PER_SEC;
+        let (harness, task) = Harness::spawn(config, start, tx);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(rx.try_recv().is_err(), "a tick an hour ahead was sent");
+        harness.shutdown.cancel();
+        join(task).await;
+        assert_eq!(harness.health().state, "stopped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_task_stops_when_the_receiver_is_gone() {
+        for realtime in [false, true] {
+            let config = SimConfig {
+                sensors: 3,
+                ticks: None,
+                realtime,
+                ..test_config()
+            };
+            let (tx, rx) = mpsc::channel(1);
+            let start = start_time(&config, now_ns()) + 3600 * NS_PER_SEC;
+            let (harness, task) = Harness::spawn(config, start, tx);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(rx);
+            join(task).await;
+            assert_eq!(harness.health().state, "stopped", "realtime = {realtime}");
+        }
+    }
+}
