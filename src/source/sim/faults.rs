@@ -193,13 +193,14 @@ impl Iterator for FaultSchedule {
                 continue;
             };
             let length = self.length_ticks(kind, length_u);
-            self.free_from[sensor_index] = tick + length + self.cooldown_ticks;
+            let end = tick.saturating_add(length);
+            self.free_from[sensor_index] = end.saturating_add(self.cooldown_ticks);
             return Some(Fault {
                 kind,
                 sensor: self.sensors[sensor_index].clone(),
                 field: (kind != FaultKind::Dropout).then_some(field),
                 start: self.time_of(tick),
-                end: self.time_of(tick + length),
+                end: self.time_of(end),
                 sensor_index,
             });
         }
