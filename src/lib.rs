@@ -1,9 +1,13 @@
 //! edgewatch: an edge gateway daemon. See ARCHITECTURE.md for the map.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod source;
 pub mod store;
+pub mod telemetry;
+pub mod web;
