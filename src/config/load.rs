@@ -194,13 +194,11 @@ fn clean_reason(msg: &str) -> String {
     msg.split(" in ").next().unwrap_or(msg).trim().to_string()
 }
 
+/// Parses one entry of an array of tables, given its path (`sources[2]`).
+type EntryParser<T> = fn(&str, Map<String, Value>, &mut Vec<Problem>) -> Option<T>;
+
 /// Deserializes an array of tables (`[[sources]]`), each through `parse`.
-fn entries<T>(
-    name: &str,
-    value: Option<Value>,
-    problems: &mut Vec<Problem>,
-    parse: fn(&str, Map<String, Value>, &mut Vec<Problem>) -> Option<T>,
-) -> Vec<T> {
+fn entries<T>(name: &str, value: Option<Value>, problems: &mut Vec<Problem>, parse: EntryParser<T>) -> Vec<T> {
     let Some(value) = value else {
         return Vec::new();
     };

@@ -8,7 +8,7 @@ use super::{Config, Problem, RuleKind, SourceKind};
 pub(super) fn validate(c: &Config) -> Vec<Problem> {
     let mut p = Vec::new();
     fn positive_into(p: &mut Vec<Problem>, path: &str, value: f64) {
-        if !(value > 0.0) {
+        if value.is_nan() || value <= 0.0 {
             p.push(Problem::new(path, "must be greater than 0"));
         }
     }
@@ -121,19 +121,19 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                         "must be greater than 0",
                     ));
                 }
-                if !(sim.fault_interval_secs >= 0.0) || !sim.fault_interval_secs.is_finite() {
+                if !sim.fault_interval_secs.is_finite() || sim.fault_interval_secs < 0.0 {
                     p.push(Problem::new(
                         format!("{path}.fault_interval_secs"),
                         "must be 0 (off) or a positive number of seconds",
                     ));
                 }
-                if let Some(t) = &sim.start_time {
-                    if crate::model::parse_time(t).is_none() {
-                        p.push(Problem::new(
-                            format!("{path}.start_time"),
-                            format!("`{t}` is not an RFC 3339 time such as 2026-01-01T00:00:00Z"),
-                        ));
-                    }
+                if let Some(t) = &sim.start_time
+                    && crate::model::parse_time(t).is_none()
+                {
+                    p.push(Problem::new(
+                        format!("{path}.start_time"),
+                        format!("`{t}` is not an RFC 3339 time such as 2026-01-01T00:00:00Z"),
+                    ));
                 }
             }
         }
@@ -154,13 +154,13 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                 format!("duplicate rule name `{}`", r.name),
             ));
         }
-        if !(r.min_duration_secs >= 0.0) {
+        if r.min_duration_secs.is_nan() || r.min_duration_secs < 0.0 {
             p.push(Problem::new(
                 format!("{path}.min_duration_secs"),
                 "must be 0 or more",
             ));
         }
-        if !(r.holdoff_secs >= 0.0) {
+        if r.holdoff_secs.is_nan() || r.holdoff_secs < 0.0 {
             p.push(Problem::new(
                 format!("{path}.holdoff_secs"),
                 "must be 0 or more",
@@ -178,30 +178,30 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                 if min.is_none() && max.is_none() {
                     problem("max", "a limit rule needs `max`, `min` or both");
                 }
-                if let (Some(max), Some(clear)) = (max, max_clear) {
-                    if clear > max {
-                        problem(
-                            "max_clear",
-                            "must not be above `max` (hysteresis clears below the raise level)",
-                        );
-                    }
+                if let (Some(max), Some(clear)) = (max, max_clear)
+                    && clear > max
+                {
+                    problem(
+                        "max_clear",
+                        "must not be above `max` (hysteresis clears below the raise level)",
+                    );
                 }
-                if let (Some(min), Some(clear)) = (min, min_clear) {
-                    if clear < min {
-                        problem(
-                            "min_clear",
-                            "must not be below `min` (hysteresis clears above the raise level)",
-                        );
-                    }
+                if let (Some(min), Some(clear)) = (min, min_clear)
+                    && clear < min
+                {
+                    problem(
+                        "min_clear",
+                        "must not be below `min` (hysteresis clears above the raise level)",
+                    );
                 }
-                if let (Some(min), Some(max)) = (min, max) {
-                    if min >= max {
-                        problem("min", "must be below `max`");
-                    }
+                if let (Some(min), Some(max)) = (min, max)
+                    && min >= max
+                {
+                    problem("min", "must be below `max`");
                 }
             }
             RuleKind::Rate { raise, clear } => {
-                if !(*raise > 0.0) {
+                if raise.is_nan() || *raise <= 0.0 {
                     problem("raise", "must be greater than 0");
                 }
                 if clear > raise || *clear < 0.0 {
@@ -214,10 +214,10 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                 clear,
                 min_samples,
             } => {
-                if !(*window_secs > 0.0) {
+                if window_secs.is_nan() || *window_secs <= 0.0 {
                     problem("window_secs", "must be greater than 0");
                 }
-                if !(*raise > 0.0) {
+                if raise.is_nan() || *raise <= 0.0 {
                     problem("raise", "must be greater than 0");
                 }
                 if clear > raise || *clear < 0.0 {
@@ -231,15 +231,15 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                 raise_secs,
                 tolerance,
             } => {
-                if !(*raise_secs > 0.0) {
+                if raise_secs.is_nan() || *raise_secs <= 0.0 {
                     problem("raise_secs", "must be greater than 0");
                 }
-                if !(*tolerance >= 0.0) {
+                if tolerance.is_nan() || *tolerance < 0.0 {
                     problem("tolerance", "must be 0 or more");
                 }
             }
             RuleKind::Silent { raise_secs } => {
-                if !(*raise_secs > 0.0) {
+                if raise_secs.is_nan() || *raise_secs <= 0.0 {
                     problem("raise_secs", "must be greater than 0");
                 }
             }
