@@ -1,0 +1,280 @@
+//! The write transaction: one [`WriteBatch`] becomes one durable commit.
+//!
+//! Invariants:
+//! - Everything in a batch commits together or not at all: series, raw readings, rollups,
+//!   events, their outbox entries and the next outbox sequence.
+//! - A stored rollup is only ever merged into ([`Stats::merge`], stored first, then each
+//!   incoming rollup in batch order), never overwritten, and each (series, start) touched by a
+//!   batch gets exactly one outbox entry carrying the full merged rollup.
+//! - The series cache is updated only after `commit` returned; until then a new series lives
+//!   in the transaction alone.
+//! - Commits use redb's default durability, `Immediate` (fsync before `commit` returns).
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, PoisonError};
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::tables::{
+    self, EVENTS, META, META_NEXT_EVENT_ID, META_NEXT_OUTBOX_SEQ, OUTBOX, OUTBOX_BY_TIME, RAW,
+    ROLLUPS, RawValue, SERIES, SERIES_BY_ID, SeriesTime,
+};
+use super::{CommitReport, Inner, OutboxEntry, SeriesCache, SeriesInfo, StoreError, WriteBatch};
+use crate::model::{SeriesKey, Stats};
+
+pub(super) fn write(inner: &Inner, batch: &WriteBatch) -> Result<CommitReport, StoreError> {
+    let mut report = CommitReport::default();
+    if batch.is_empty() {
+        return Ok(report);
+    }
+    let txn = inner.db.begin_write()?;
+    let added = {
+        let cache = inner.series.read().unwrap_or_else(PoisonError::into_inner);
+        let mut series = Resolver::new(&txn, &cache)?;
+        for (key, source) in &batch.new_series {
+            series.register(key, source)?;
+        }
+        if inner.config.raw_retention_secs > 0 && !batch.raw.is_empty() {
+            report.raw_written = write_raw(&txn, &mut series, batch)?;
+        }
+        let mut outbox = Vec::with_capacity(batch.rollups.len() + batch.events.len());
+        write_rollups(&txn, &mut series, batch, &mut report, &mut outbox)?;
+        write_events(&txn, batch, &mut report, &mut outbox)?;
+        report.outbox_appended = append_outbox(&txn, &outbox)?;
+        series.added
+    };
+    txn.commit()?;
+    if !added.is_empty() {
+        let mut cache = inner.series.write().unwrap_or_else(PoisonError::into_inner);
+        cache.by_key.extend(added);
+    }
+    Ok(report)
+}
+
+/// Inserts the raw readings sorted by key: consecutive inserts then land in the same leaf
+/// pages, which redb has already copied and holds in its cache. A stable sort keeps batch
+/// order among equal keys, so a repeated (series, time) keeps the reading that came last.
+fn write_raw(
+    txn: &WriteTransaction,
+    series: &mut Resolver<'_, '_>,
+    batch: &WriteBatch,
+) -> Result<u64, StoreError> {
+    let mut rows = Vec::with_capacity(batch.raw.len());
+    for reading in &batch.raw {
+        let id = series.resolve(&reading.series)?.id;
+        rows.push((
+            SeriesTime::new(id, reading.time),
+            RawValue {
+                value: reading.value,
+                quality: reading.quality,
+            },
+        ));
+    }
+    rows.sort_by_key(|(key, _)| *key);
+    let mut table = txn.open_table(RAW)?;
+    for (key, value) in &rows {
+        table.insert(key, value)?;
+    }
+    Ok(rows.len() as u64)
+}
+
+/// A rollup being merged within this batch, before it is written.
+struct PendingRollup {
+    series: SeriesKey,
+    source: Arc<str>,
+    length_ns: i64,
+    stats: Stats,
+}
+
+fn write_rollups(
+    txn: &WriteTransaction,
+    series: &mut Resolver<'_, '_>,
+    batch: &WriteBatch,
+    report: &mut CommitReport,
+    outbox: &mut Vec<OutboxEntry>,
+) -> Result<(), StoreError> {
+    if batch.rollups.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(ROLLUPS)?;
+    let mut order = Vec::new();
+    let mut pending: HashMap<SeriesTime, PendingRollup> = HashMap::new();
+    for rollup in &batch.rollups {
+        let info = series.resolve(&rollup.series)?;
+        let key = SeriesTime::new(info.id, rollup.start);
+        match pending.entry(key) {
+            Entry::Occupied(mut e) => {
+                let p = e.get_mut();
+                p.stats.merge(&rollup.stats);
+                p.length_ns = rollup.length_ns;
+                report.rollups_merged += 1;
+            }
+            Entry::Vacant(e) => {
+                let stats = match table.get(key)? {
+                    Some(stored) => {
+                        let (mut stats, _) = tables::decode_rollup(stored.value())?;
+                        stats.merge(&rollup.stats);
+                        report.rollups_merged += 1;
+                        stats
+                    }
+                    None => {
+                        report.rollups_inserted += 1;
+                        rollup.stats
+                    }
+                };
+                e.insert(PendingRollup {
+                    series: rollup.series.clone(),
+                    source: info.source,
+                    length_ns: rollup.length_ns,
+                    stats,
+                });
+                order.push(key);
+            }
+        }
+    }
+    for key in order {
+        let Some(p) = pending.remove(&key) else {
+            continue;
+        };
+        table.insert(key, &tables::encode_rollup(&p.stats, p.length_ns)[..])?;
+        outbox.push(OutboxEntry::Rollup {
+            sensor: p.series.sensor.to_string(),
+            field: p.series.field.to_string(),
+            source: p.source.to_string(),
+            start: key.time,
+            length_ns: p.length_ns,
+            stats: p.stats,
+        });
+    }
+    Ok(())
+}
+
+/// Upserts events by id and queues every change; also raises the next free event id.
+fn write_events(
+    txn: &WriteTransaction,
+    batch: &WriteBatch,
+    report: &mut CommitReport,
+    outbox: &mut Vec<OutboxEntry>,
+) -> Result<(), StoreError> {
+    if batch.events.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(EVENTS)?;
+    let mut next_id = 0;
+    for event in &batch.events {
+        let record = tables::encode_json("events", event)?;
+        table.insert(event.id, record.as_slice())?;
+        next_id = next_id.max(event.id.saturating_add(1));
+        outbox.push(OutboxEntry::Event(event.clone()));
+        report.events_written += 1;
+    }
+    let mut meta = txn.open_table(META)?;
+    let stored = meta.get(META_NEXT_EVENT_ID)?.map_or(1, |v| v.value());
+    if next_id > stored {
+        meta.insert(META_NEXT_EVENT_ID, next_id)?;
+    }
+    Ok(())
+}
+
+/// Appends entries under consecutive sequences from `meta` and advances it.
+fn append_outbox(txn: &WriteTransaction, entries: &[OutboxEntry]) -> Result<u64, StoreError> {
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let mut meta = txn.open_table(META)?;
+    let mut seq = meta.get(META_NEXT_OUTBOX_SEQ)?.map_or(1, |v| v.value());
+    let mut outbox = txn.open_table(OUTBOX)?;
+    let mut by_time = txn.open_table(OUTBOX_BY_TIME)?;
+    for entry in entries {
+        let record = tables::encode_json("outbox", entry)?;
+        outbox.insert(seq, record.as_slice())?;
+        by_time.insert((tables::outbox_time(entry), seq), ())?;
+        seq += 1;
+    }
+    meta.insert(META_NEXT_OUTBOX_SEQ, seq)?;
+    Ok(entries.len() as u64)
+}
+
+/// Resolves series keys to ids inside one write transaction, registering unknown series.
+struct Resolver<'txn, 'c> {
+    cache: &'c SeriesCache,
+    series: Table<'txn, (&'static str, &'static str), u32>,
+    by_id: Table<'txn, u32, (&'static str, &'static str, &'static str)>,
+    /// Series this transaction registered or changed (and series committed by another
+    /// transaction after the cache was last updated); merged into the cache after commit.
+    added: HashMap<SeriesKey, SeriesInfo>,
+    /// The id the next new series gets; read from the table on first need.
+    next_id: Option<u32>,
+}
+
+impl<'txn, 'c> Resolver<'txn, 'c> {
+    fn new(txn: &'txn WriteTransaction, cache: &'c SeriesCache) -> Result<Self, StoreError> {
+        Ok(Resolver {
+            cache,
+            series: txn.open_table(SERIES)?,
+            by_id: txn.open_table(SERIES_BY_ID)?,
+            added: HashMap::new(),
+            next_id: None,
+        })
+    }
+
+    /// Registers a series announced by the pipeline with its source. A series first seen
+    /// without a source (source "") takes the source once one is announced.
+    fn register(&mut self, key: &SeriesKey, source: &Arc<str>) -> Result<(), StoreError> {
+        let info = self.resolve_with(key, source)?;
+        if info.source.is_empty() && !source.is_empty() {
+            self.by_id
+                .insert(info.id, (&*key.sensor, &*key.field, &**source))?;
+            self.added.insert(
+                key.clone(),
+                SeriesInfo {
+                    id: info.id,
+                    source: source.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The id and source of a series, registering it with source "" if it is unknown.
+    fn resolve(&mut self, key: &SeriesKey) -> Result<SeriesInfo, StoreError> {
+        if let Some(info) = self.cache.by_key.get(key) {
+            return Ok(info.clone());
+        }
+        self.resolve_with(key, &Arc::from(""))
+    }
+
+    fn resolve_with(&mut self, key: &SeriesKey, source: &Arc<str>) -> Result<SeriesInfo, StoreError> {
+        if let Some(info) = self.cache.by_key.get(key).or_else(|| self.added.get(key)) {
+            return Ok(info.clone());
+        }
+        // Not cached: another transaction may have committed it since the cache was read.
+        let stored = self.series.get((&*key.sensor, &*key.field))?.map(|id| id.value());
+        let info = match stored {
+            Some(id) => {
+                let source = match self.by_id.get(id)? {
+                    Some(names) => Arc::from(names.value().2),
+                    None => Arc::from(""),
+                };
+                SeriesInfo { id, source }
+            }
+            None => {
+                let id = match self.next_id {
+                    Some(id) => id,
+                    None => self.by_id.last()?.map_or(0, |(id, _)| id.value() + 1),
+                };
+                self.next_id = Some(id + 1);
+                self.series.insert((&*key.sensor, &*key.field), id)?;
+                self.by_id
+                    .insert(id, (&*key.sensor, &*key.field, &**source))?;
+                SeriesInfo {
+                    id,
+                    source: source.clone(),
+                }
+            }
+        };
+        self.added.insert(key.clone(), info.clone());
+        Ok(info)
+    }
+}

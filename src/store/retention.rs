@@ -1,0 +1,266 @@
+//! Retention: removal by age, then by the byte budget.
+//!
+//! Invariants:
+//! - Age: raw readings older than `raw_retention_secs`, rollups older than
+//!   `rollup_retention_secs` (by window start), events cleared more than
+//!   `event_retention_secs` ago, and outbox entries whose time (rollup start, event change) is
+//!   older than the rollup retention. An active event is never removed by age.
+//! - Budget: while the live bytes (redb's stored + metadata bytes over every table) exceed
+//!   `max_bytes`, the oldest raw readings go first, across all series; only when no raw reading
+//!   is left do the oldest outbox entries go. Rollups, events and series are never removed
+//!   for the budget: they are small, and they are what the status page and HQ are for.
+//! - Everything removed is counted in the [`RetentionReport`]; budget removals are logged at
+//!   WARN (raw) and ERROR (outbox: data HQ will never receive).
+//! - All of it is one write transaction: a crash leaves the store as before or as after.
+
+use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
+
+use super::tables::{
+    self, EVENTS, OUTBOX, OUTBOX_BY_TIME, RAW, ROLLUPS, RawValue, SERIES_BY_ID, SeriesTime,
+};
+use super::{Inner, RetentionReport, StoreError, file_bytes, table_bytes};
+use crate::model::{NS_PER_SEC, TimeNs};
+
+/// How much more than the measured excess a budget round removes, so that a store hovering at
+/// its budget is trimmed once per retention run rather than by many tiny rounds.
+const BUDGET_MARGIN: f64 = 1.1;
+/// The least share of the stored raw time span one budget round removes, which bounds the
+/// number of rounds (each one walks the raw B-tree to measure it) to about a hundred.
+const MIN_ROUND_SHARE: f64 = 0.01;
+
+pub(super) fn apply(inner: &Inner, now: TimeNs) -> Result<RetentionReport, StoreError> {
+    let config = &inner.config;
+    let mut report = RetentionReport::default();
+    let txn = inner.db.begin_write()?;
+    {
+        let ids = series_ids(&txn)?;
+        let mut raw = txn.open_table(RAW)?;
+        let raw_cutoff = now.saturating_sub(secs_to_ns(config.raw_retention_secs));
+        for &id in &ids {
+            report.raw_removed += remove_before(&mut raw, id, raw_cutoff)?;
+        }
+
+        let rollup_cutoff = now.saturating_sub(secs_to_ns(config.rollup_retention_secs));
+        {
+            let mut rollups = txn.open_table(ROLLUPS)?;
+            for &id in &ids {
+                report.rollups_removed += remove_before(&mut rollups, id, rollup_cutoff)?;
+            }
+        }
+
+        report.events_removed = remove_cleared_events(
+            &txn,
+            now.saturating_sub(secs_to_ns(config.event_retention_secs)),
+        )?;
+
+        let mut outbox = txn.open_table(OUTBOX)?;
+        let mut by_time = txn.open_table(OUTBOX_BY_TIME)?;
+        let old: Vec<u64> = {
+            let mut seqs = Vec::new();
+            let mut extracted =
+                by_time.extract_from_if(..(rollup_cutoff, 0u64), |_, _| true)?;
+            for item in &mut extracted {
+                seqs.push(item?.0.value().1);
+            }
+            extracted.close()?;
+            seqs
+        };
+        for seq in old {
+            if outbox.remove(seq)?.is_some() {
+                report.outbox_removed += 1;
+            }
+        }
+
+        // The live bytes never exceed the file, so a file within the budget needs no walk.
+        if config.max_bytes > 0 && file_bytes(&config.path)? > config.max_bytes {
+            let fixed = stored_bytes_except(&txn)?;
+            let outbox_bytes = table_bytes(&outbox)? + table_bytes(&by_time)?;
+            let raw_allowance = config.max_bytes.saturating_sub(fixed + outbox_bytes);
+            let raw_removed = trim_raw(&mut raw, &ids, raw_allowance)?;
+            let outbox_allowance = config
+                .max_bytes
+                .saturating_sub(fixed + table_bytes(&raw)?);
+            let outbox_removed = trim_outbox(&mut outbox, &mut by_time, outbox_allowance)?;
+            report.raw_removed += raw_removed;
+            report.outbox_removed += outbox_removed;
+            if raw_removed > 0 {
+                tracing::warn!(
+                    removed = raw_removed,
+                    max_bytes = config.max_bytes,
+                    "store over its byte budget: removed the oldest raw readings"
+                );
+            }
+            if outbox_removed > 0 {
+                tracing::error!(
+                    removed = outbox_removed,
+                    max_bytes = config.max_bytes,
+                    "store over its byte budget with no raw readings left: removed the oldest \
+                     outbox entries, which will never be forwarded"
+                );
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(report)
+}
+
+fn secs_to_ns(secs: u64) -> i64 {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(NS_PER_SEC)
+}
+
+fn series_ids(txn: &WriteTransaction) -> Result<Vec<u32>, StoreError> {
+    let table = txn.open_table(SERIES_BY_ID)?;
+    let mut ids = Vec::new();
+    for item in table.iter()? {
+        ids.push(item?.0.value());
+    }
+    Ok(ids)
+}
+
+/// Removes the entries of one series with a time before `cutoff`; returns how many.
+fn remove_before<V: redb::Value + 'static>(
+    table: &mut Table<'_, SeriesTime, V>,
+    id: u32,
+    cutoff: TimeNs,
+) -> Result<u64, StoreError> {
+    let start = SeriesTime::new(id, TimeNs::MIN);
+    if cutoff <= TimeNs::MIN {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    let mut extracted =
+        table.extract_from_if(start..SeriesTime::new(id, cutoff), |_, _| true)?;
+    for item in &mut extracted {
+        item?;
+        removed += 1;
+    }
+    extracted.close()?;
+    Ok(removed)
+}
+
+/// Removes events cleared before `cutoff`. An event that does not decode is kept (and was
+/// already reported by the reader that met it): retention never guesses.
+fn remove_cleared_events(txn: &WriteTransaction, cutoff: TimeNs) -> Result<u64, StoreError> {
+    let mut table = txn.open_table(EVENTS)?;
+    let mut removed = 0;
+    let mut extracted = table.extract_if(|_, record| {
+        tables::decode_event(record)
+            .ok()
+            .and_then(|event| event.cleared_at)
+            .is_some_and(|cleared| cleared < cutoff)
+    })?;
+    for item in &mut extracted {
+        item?;
+        removed += 1;
+    }
+    extracted.close()?;
+    Ok(removed)
+}
+
+/// Live bytes of the tables the budget never trims; measured once per retention run.
+fn stored_bytes_except(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    Ok([
+        table_bytes(&txn.open_table(tables::SERIES)?)?,
+        table_bytes(&txn.open_table(SERIES_BY_ID)?)?,
+        table_bytes(&txn.open_table(ROLLUPS)?)?,
+        table_bytes(&txn.open_table(EVENTS)?)?,
+        table_bytes(&txn.open_table(tables::CURSORS)?)?,
+        table_bytes(&txn.open_table(tables::META)?)?,
+    ]
+    .iter()
+    .sum())
+}
+
+/// Removes the oldest raw readings across all series until the raw table fits in
+/// `allowance` bytes, in rounds: each round estimates from the excess which share of the
+/// stored time span to cut (assuming readings spread evenly over time), cuts it from every
+/// series, and measures again.
+fn trim_raw(
+    raw: &mut Table<'_, SeriesTime, RawValue>,
+    ids: &[u32],
+    allowance: u64,
+) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    loop {
+        let raw_bytes = table_bytes(raw)?;
+        if raw_bytes <= allowance || raw.is_empty()? {
+            return Ok(removed);
+        }
+        let Some((oldest, newest)) = time_span(raw, ids)? else {
+            return Ok(removed);
+        };
+        let excess = (raw_bytes - allowance) as f64;
+        let share = (excess * BUDGET_MARGIN / raw_bytes as f64).clamp(MIN_ROUND_SHARE, 1.0);
+        let span = newest.saturating_sub(oldest) as f64;
+        let cutoff = oldest
+            .saturating_add((span * share) as i64)
+            .saturating_add(1);
+        for &id in ids {
+            removed += remove_before(raw, id, cutoff)?;
+        }
+    }
+}
+
+/// Removes the oldest outbox entries (by sequence) until the outbox and its time index fit
+/// in `allowance` bytes, in rounds sized from the measured bytes per entry.
+fn trim_outbox(
+    outbox: &mut Table<'_, u64, &'static [u8]>,
+    by_time: &mut Table<'_, (i64, u64), ()>,
+    allowance: u64,
+) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    loop {
+        let bytes = table_bytes(outbox)? + table_bytes(by_time)?;
+        let len = outbox.len()?;
+        if bytes <= allowance || len == 0 {
+            return Ok(removed);
+        }
+        let share = ((bytes - allowance) as f64 * BUDGET_MARGIN / bytes as f64).min(1.0);
+        let count = ((len as f64 * share).ceil() as u64).max(1);
+        for _ in 0..count {
+            let Some((seq, time)) = outbox.pop_first()?.map(|(seq, record)| {
+                let time = tables::decode_outbox(record.value())
+                    .ok()
+                    .map(|entry| tables::outbox_time(&entry));
+                (seq.value(), time)
+            }) else {
+                break;
+            };
+            removed += 1;
+            match time {
+                Some(time) => {
+                    by_time.remove((time, seq))?;
+                }
+                // An entry that does not decode has no known time: find its index entry.
+                None => by_time.retain(|key, _| key.1 != seq)?,
+            }
+        }
+    }
+}
+
+/// The oldest and newest time over all series' raw readings.
+fn time_span(
+    raw: &Table<'_, SeriesTime, RawValue>,
+    ids: &[u32],
+) -> Result<Option<(TimeNs, TimeNs)>, StoreError> {
+    let mut span: Option<(TimeNs, TimeNs)> = None;
+    for &id in ids {
+        let mut range =
+            raw.range(SeriesTime::new(id, TimeNs::MIN)..=SeriesTime::new(id, TimeNs::MAX))?;
+        let Some(first) = range.next() else {
+            continue;
+        };
+        let first = first?.0.value().time;
+        let last = match range.next_back() {
+            Some(last) => last?.0.value().time,
+            None => first,
+        };
+        span = Some(match span {
+            Some((lo, hi)) => (lo.min(first), hi.max(last)),
+            None => (first, last),
+        });
+    }
+    Ok(span)
+}
