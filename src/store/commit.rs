@@ -239,14 +239,16 @@ impl<'txn, 'c> Resolver<'txn, 'c> {
 
     /// The id and source of a series, registering it with source "" if it is unknown.
     fn resolve(&mut self, key: &SeriesKey) -> Result<SeriesInfo, StoreError> {
-        if let Some(info) = self.cache.by_key.get(key) {
-            return Ok(info.clone());
-        }
         self.resolve_with(key, &Arc::from(""))
     }
 
-    fn resolve_with(&mut self, key: &SeriesKey, source: &Arc<str>) -> Result<SeriesInfo, StoreError> {
-        if let Some(info) = self.cache.by_key.get(key).or_else(|| self.added.get(key)) {
+    /// Looks in this transaction's own changes first: they are newer than the cache.
+    fn resolve_with(
+        &mut self,
+        key: &SeriesKey,
+        source: &Arc<str>,
+    ) -> Result<SeriesInfo, StoreError> {
+        if let Some(info) = self.added.get(key).or_else(|| self.cache.by_key.get(key)) {
             return Ok(info.clone());
         }
         // Not cached: another transaction may have committed it since the cache was read.

@@ -98,8 +98,11 @@ pub struct RetentionReport {
 }
 
 /// What the outbox holds for forwarding, in sequence order.
+///
+/// Stored as JSON, tagged by `type`: the tag cannot be `kind`, because an event already has
+/// a field of that name and the two would collide (the entry would not decode).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutboxEntry {
     Rollup {
         sensor: String,

@@ -286,6 +286,41 @@ mod tests {
     }
 
     #[test]
+    fn every_outbox_entry_round_trips_through_its_json_record() {
+        let stats = Stats::of(5, 1.25, Quality::LATE);
+        let entries = [
+            OutboxEntry::Rollup {
+                sensor: "p-101".into(),
+                field: "temperature".into(),
+                source: "mqtt".into(),
+                start: 0,
+                length_ns: 60,
+                stats,
+            },
+            OutboxEntry::Event(AnomalyEvent {
+                id: 3,
+                sensor: "p-101".into(),
+                field: "vibration".into(),
+                rule: "limit:*/vibration".into(),
+                kind: "limit".into(),
+                severity: crate::model::Severity::Critical,
+                raised_at: 1,
+                cleared_at: Some(2),
+                value: 9.5,
+                score: 9.5,
+                peak_score: 9.75,
+                peak_value: 9.75,
+                peak_at: 1,
+                message: "vibration 9.5 above 9".into(),
+            }),
+        ];
+        for entry in entries {
+            let record = encode_json("outbox", &entry).unwrap();
+            assert_eq!(decode_outbox(&record).unwrap(), entry);
+        }
+    }
+
+    #[test]
     fn rollup_record_of_the_wrong_length_is_corrupt() {
         assert!(matches!(
             decode_rollup(&[0u8; 80]),

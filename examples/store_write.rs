@@ -1,0 +1,83 @@
+//! Measures how fast the store writes raw readings: batches of `batch` readings spread over
+//! `series` series (each batch holds a few consecutive readings of every series, as the
+//! writer's coalesced commits do), each batch one durable commit.
+//!
+//! `cargo run --release --example store_write -- [batch] [series] [batches]`
+//! (defaults 20000 3000 100). Prints readings per second of `Store::write` alone (building the
+//! batches is not timed; the fsync of every commit is).
+
+use std::time::{Duration, Instant};
+
+use edgewatch::config::StoreConfig;
+use edgewatch::model::{NS_PER_SEC, Quality, Reading, SeriesKey};
+use edgewatch::store::{Store, WriteBatch};
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("arguments are numbers"))
+        .collect();
+    let batch_size = args.first().copied().unwrap_or(20_000);
+    let n_series = args.get(1).copied().unwrap_or(3_000);
+    let batches = args.get(2).copied().unwrap_or(100);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = StoreConfig {
+        path: dir.path().join("bench.redb"),
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&config).expect("open store");
+    let fields = ["temperature", "pressure", "vibration"];
+    let series: Vec<SeriesKey> = (0..n_series)
+        .map(|i| SeriesKey::new(format!("sensor-{:05}", i / 3), fields[i % 3]))
+        .collect();
+    let register = WriteBatch {
+        new_series: series.iter().map(|s| (s.clone(), "bench".into())).collect(),
+        ..WriteBatch::default()
+    };
+    store.write(&register).expect("register series");
+
+    let start = 1_795_000_000 * NS_PER_SEC;
+    let mut tick = 0i64;
+    let mut busy = Duration::ZERO;
+    let mut written = 0u64;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..batches {
+        let mut raw = Vec::with_capacity(batch_size);
+        'fill: loop {
+            for (i, s) in series.iter().enumerate() {
+                if raw.len() == batch_size {
+                    break 'fill;
+                }
+                raw.push(Reading {
+                    series: s.clone(),
+                    time: start + tick * NS_PER_SEC + i as i64,
+                    value: (tick as f64 * 0.1 + i as f64).sin() * 10.0 + 50.0,
+                    quality: Quality::GOOD,
+                });
+            }
+            tick += 1;
+        }
+        let batch = WriteBatch {
+            raw,
+            ..WriteBatch::default()
+        };
+        let t0 = Instant::now();
+        let report = store.write(&batch).expect("write");
+        let took = t0.elapsed();
+        busy += took;
+        slowest = slowest.max(took);
+        written += report.raw_written;
+    }
+    let stats = store.stats().expect("stats");
+    println!(
+        "{written} readings in {batches} commits of {batch_size} over {n_series} series: \
+         {:.0} readings/s ({:.1} ms per commit on average, slowest {:.1} ms); \
+         file {} MB, stored {} MB",
+        written as f64 / busy.as_secs_f64(),
+        busy.as_secs_f64() * 1e3 / batches as f64,
+        slowest.as_secs_f64() * 1e3,
+        stats.file_bytes / 1_000_000,
+        stats.stored_bytes / 1_000_000,
+    );
+}
