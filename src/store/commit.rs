@@ -252,7 +252,10 @@ impl<'txn, 'c> Resolver<'txn, 'c> {
             return Ok(info.clone());
         }
         // Not cached: another transaction may have committed it since the cache was read.
-        let stored = self.series.get((&*key.sensor, &*key.field))?.map(|id| id.value());
+        let stored = self
+            .series
+            .get((&*key.sensor, &*key.field))?
+            .map(|id| id.value());
         let info = match stored {
             Some(id) => {
                 let source = match self.by_id.get(id)? {

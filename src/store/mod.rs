@@ -345,7 +345,10 @@ impl Store {
                     continue;
                 }
             };
-            if filter.active.is_some_and(|active| event.is_active() != active) {
+            if filter
+                .active
+                .is_some_and(|active| event.is_active() != active)
+            {
                 continue;
             }
             if filter.sensor.as_deref().is_some_and(|s| event.sensor != s) {

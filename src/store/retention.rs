@@ -57,8 +57,7 @@ pub(super) fn apply(inner: &Inner, now: TimeNs) -> Result<RetentionReport, Store
         let mut by_time = txn.open_table(OUTBOX_BY_TIME)?;
         let old: Vec<u64> = {
             let mut seqs = Vec::new();
-            let mut extracted =
-                by_time.extract_from_if(..(rollup_cutoff, 0u64), |_, _| true)?;
+            let mut extracted = by_time.extract_from_if(..(rollup_cutoff, 0u64), |_, _| true)?;
             for item in &mut extracted {
                 seqs.push(item?.0.value().1);
             }
@@ -77,9 +76,7 @@ pub(super) fn apply(inner: &Inner, now: TimeNs) -> Result<RetentionReport, Store
             let outbox_bytes = table_bytes(&outbox)? + table_bytes(&by_time)?;
             let raw_allowance = config.max_bytes.saturating_sub(fixed + outbox_bytes);
             let raw_removed = trim_raw(&mut raw, &ids, raw_allowance)?;
-            let outbox_allowance = config
-                .max_bytes
-                .saturating_sub(fixed + table_bytes(&raw)?);
+            let outbox_allowance = config.max_bytes.saturating_sub(fixed + table_bytes(&raw)?);
             let outbox_removed = trim_outbox(&mut outbox, &mut by_time, outbox_allowance)?;
             report.raw_removed += raw_removed;
             report.outbox_removed += outbox_removed;
@@ -126,12 +123,11 @@ fn remove_before<V: redb::Value + 'static>(
     cutoff: TimeNs,
 ) -> Result<u64, StoreError> {
     let start = SeriesTime::new(id, TimeNs::MIN);
-    if cutoff <= TimeNs::MIN {
+    if cutoff == TimeNs::MIN {
         return Ok(0);
     }
     let mut removed = 0;
-    let mut extracted =
-        table.extract_from_if(start..SeriesTime::new(id, cutoff), |_, _| true)?;
+    let mut extracted = table.extract_from_if(start..SeriesTime::new(id, cutoff), |_, _| true)?;
     for item in &mut extracted {
         item?;
         removed += 1;

@@ -192,10 +192,7 @@ pub(super) fn decode_rollup(data: &[u8]) -> Result<(Stats, i64), StoreError> {
     if data.len() != ROLLUP_LEN {
         return Err(StoreError::Corrupt {
             table: "rollups",
-            reason: format!(
-                "record is {} bytes, expected {ROLLUP_LEN}",
-                data.len()
-            ),
+            reason: format!("record is {} bytes, expected {ROLLUP_LEN}", data.len()),
         });
     }
     let word = |i: usize| {
@@ -324,7 +321,10 @@ mod tests {
     fn rollup_record_of_the_wrong_length_is_corrupt() {
         assert!(matches!(
             decode_rollup(&[0u8; 80]),
-            Err(StoreError::Corrupt { table: "rollups", .. })
+            Err(StoreError::Corrupt {
+                table: "rollups",
+                ..
+            })
         ));
     }
 }

@@ -261,3 +261,159 @@ async fn retention<T: Target>(target: &T, metrics: &Metrics) {
 fn gauge(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::model::SeriesKey;
+    use crate::store::tests::{reading, test_config};
+
+    /// `n` readings of one series stamped now (the writer runs retention against the real
+    /// clock when it starts, so test data must be recent).
+    fn batch_of(n: usize, first: usize) -> WriteBatch {
+        let now = now_ns();
+        WriteBatch {
+            raw: (first..first + n)
+                .map(|i| reading("w-1", "t", now + i as i64, i as f64))
+                .collect(),
+            ..WriteBatch::default()
+        }
+    }
+
+    fn stored(store: &Store) -> usize {
+        store
+            .raw(&SeriesKey::new("w-1", "t"), 0, i64::MAX, usize::MAX)
+            .unwrap()
+            .len()
+    }
+
+    /// Polls until `n` readings are stored; false if that takes longer than `within`.
+    async fn stored_within(store: &Store, n: usize, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if stored(store) >= n {
+                return true;
+            }
+            sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    fn setup(interval_ms: u64, max_records: usize) -> (tempfile::TempDir, Store, StoreConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            commit_interval_ms: interval_ms,
+            commit_max_records: max_records,
+            retention_interval_secs: 3_600,
+            ..test_config(dir.path())
+        };
+        let store = Store::open(&config).unwrap();
+        (dir, store, config)
+    }
+
+    #[tokio::test]
+    async fn writer_commits_after_the_commit_interval_while_the_channel_stays_open() {
+        let (_dir, store, config) = setup(50, 1_000_000);
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(run_writer(store.clone(), rx, config, metrics.clone()));
+        tx.send(batch_of(10, 0)).await.unwrap();
+        tx.send(batch_of(5, 10)).await.unwrap();
+        assert!(stored_within(&store, 15, Duration::from_secs(5)).await);
+        assert_eq!(metrics.store_commits.get(), 1);
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(metrics.store_commits.get(), 1);
+        let raw = metrics.store_written.get_or_create(&TableLabel {
+            table: "raw".into(),
+        });
+        assert_eq!(raw.get(), 15);
+    }
+
+    #[tokio::test]
+    async fn writer_commits_early_once_max_records_are_pending() {
+        let (_dir, store, config) = setup(3_600_000, 100);
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(run_writer(store.clone(), rx, config, metrics.clone()));
+        tx.send(batch_of(60, 0)).await.unwrap();
+        tx.send(batch_of(40, 60)).await.unwrap();
+        assert!(stored_within(&store, 100, Duration::from_secs(5)).await);
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn writer_commits_what_is_pending_when_the_channel_closes() {
+        let (_dir, store, config) = setup(3_600_000, 1_000_000);
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(run_writer(store.clone(), rx, config, metrics.clone()));
+        tx.send(batch_of(10, 0)).await.unwrap();
+        tx.send(batch_of(10, 10)).await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(stored(&store), 20);
+        assert_eq!(metrics.store_commits.get(), 1);
+        assert_eq!(metrics.store_errors.get(), 0);
+    }
+
+    /// A store whose first `failures` commits fail, as a full disk or an I/O error would.
+    #[derive(Clone)]
+    struct Flaky {
+        store: Store,
+        failures: Arc<AtomicU32>,
+    }
+
+    impl Target for Flaky {
+        fn write(&self, batch: &WriteBatch) -> Result<CommitReport, StoreError> {
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                return Err(StoreError::Corrupt {
+                    table: "raw",
+                    reason: "injected failure".into(),
+                });
+            }
+            self.store.write(batch)
+        }
+        fn apply_retention(&self, now: TimeNs) -> Result<RetentionReport, StoreError> {
+            self.store.apply_retention(now)
+        }
+        fn stats(&self) -> Result<StoreStats, StoreError> {
+            self.store.stats()
+        }
+        fn outbox_len(&self) -> Result<u64, StoreError> {
+            self.store.outbox_len()
+        }
+        fn file_bytes(&self) -> Result<u64, StoreError> {
+            self.store.file_bytes()
+        }
+    }
+
+    #[tokio::test]
+    async fn writer_retries_a_failed_commit_without_losing_the_batch() {
+        let (_dir, store, config) = setup(10, 1_000_000);
+        let metrics = Arc::new(Metrics::new());
+        let flaky = Flaky {
+            store: store.clone(),
+            failures: Arc::new(AtomicU32::new(3)),
+        };
+        let backoff = Backoff {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(run(flaky.clone(), rx, config, metrics.clone(), backoff));
+        tx.send(batch_of(25, 0)).await.unwrap();
+        assert!(stored_within(&store, 25, Duration::from_secs(5)).await);
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(stored(&store), 25);
+        assert_eq!(flaky.failures.load(Ordering::SeqCst), 0);
+        assert_eq!(metrics.store_errors.get(), 3);
+        assert_eq!(metrics.store_commits.get(), 1);
+    }
+}
