@@ -260,3 +260,231 @@ fn time_span(
     }
     Ok(span)
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+
+    use super::super::tests::{
+        DAY, HOUR, T0, all_outbox, bytes_of, event, reading, rollup, test_config,
+    };
+    use super::super::{RetentionReport, Store, StoreConfig, WriteBatch};
+    use super::*;
+    use crate::model::{Quality, SeriesKey};
+    use crate::store::EventFilter;
+
+    #[test]
+    fn outbox_sequences_do_not_restart_after_retention_empties_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        {
+            let store = Store::open(&config).unwrap();
+            store
+                .write(&WriteBatch {
+                    rollups: vec![rollup("a", "t", T0, &[1.0])],
+                    ..WriteBatch::default()
+                })
+                .unwrap();
+            let report = store.apply_retention(T0 + 400 * DAY).unwrap();
+            assert_eq!((report.rollups_removed, report.outbox_removed), (1, 1));
+            assert!(all_outbox(&store).is_empty());
+        }
+        let store = Store::open(&config).unwrap();
+        store
+            .write(&WriteBatch {
+                rollups: vec![rollup("a", "t", T0 + 400 * DAY, &[1.0])],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        assert_eq!(all_outbox(&store)[0].0, 2);
+    }
+
+    #[test]
+    fn next_event_id_stays_above_events_removed_by_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&test_config(dir.path())).unwrap();
+        assert_eq!(store.next_event_id().unwrap(), 1);
+        store
+            .write(&WriteBatch {
+                events: vec![event(41, "a", T0, Some(T0 + HOUR))],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        let report = store.apply_retention(T0 + 400 * DAY).unwrap();
+        assert_eq!(report.events_removed, 1);
+        assert_eq!(store.next_event_id().unwrap(), 42);
+    }
+
+    #[test]
+    fn retention_by_age_removes_old_records_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            raw_retention_secs: 3_600,
+            rollup_retention_secs: 86_400,
+            event_retention_secs: 2 * 86_400,
+            ..test_config(dir.path())
+        };
+        let store = Store::open(&config).unwrap();
+        let now = T0 + 30 * DAY;
+        let key = SeriesKey::new("a", "t");
+        store
+            .write(&WriteBatch {
+                raw: vec![
+                    reading("a", "t", now - 2 * HOUR, 1.0),
+                    reading("a", "t", now - HOUR - 1, 2.0),
+                    reading("a", "t", now - HOUR / 2, 3.0),
+                    reading("b", "t", now - 3 * HOUR, 4.0),
+                ],
+                rollups: vec![
+                    rollup("a", "t", now - 2 * DAY, &[1.0]),
+                    rollup("a", "t", now - HOUR, &[2.0]),
+                ],
+                events: vec![
+                    event(1, "a", now - 4 * DAY, Some(now - 3 * DAY)),
+                    event(2, "a", now - 2 * DAY, Some(now - DAY + HOUR)),
+                    event(3, "a", now - 10 * DAY, None),
+                ],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        let report = store.apply_retention(now).unwrap();
+        assert_eq!(
+            report,
+            RetentionReport {
+                raw_removed: 3,
+                rollups_removed: 1,
+                events_removed: 1,
+                // The rollup of two days ago, event 1 (cleared 3 days ago), event 3 (raised 10
+                // days ago); event 2's entry is dated by its clearing, within the day.
+                outbox_removed: 3,
+            }
+        );
+        assert_eq!(
+            store.raw(&key, 0, i64::MAX, 10).unwrap(),
+            vec![(now - HOUR / 2, 3.0, Quality::GOOD)]
+        );
+        let rollups = store.rollups("a", None, 0, i64::MAX).unwrap();
+        assert_eq!(
+            rollups.iter().map(|r| r.start).collect::<Vec<_>>(),
+            vec![now - HOUR]
+        );
+        let ids: Vec<u64> = store
+            .events(&EventFilter::default())
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![3, 2]);
+        let left: Vec<u64> = all_outbox(&store).iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(left, vec![2, 4]);
+        let txn = store.inner.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(OUTBOX_BY_TIME).unwrap().len().unwrap(), 2);
+        drop(txn);
+        assert_eq!(
+            store.apply_retention(now).unwrap(),
+            RetentionReport::default()
+        );
+    }
+
+    #[test]
+    fn byte_budget_removes_the_oldest_raw_first_then_the_oldest_outbox_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let roomy = test_config(dir.path());
+        let series: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+        {
+            let store = Store::open(&roomy).unwrap();
+            for minute in 0..30i64 {
+                let mut batch = WriteBatch::default();
+                for (i, s) in series.iter().enumerate() {
+                    for second in 0..60 {
+                        let t = T0 + minute * 60 * NS_PER_SEC + second * NS_PER_SEC + i as i64;
+                        batch.raw.push(reading(s, "t", t, second as f64));
+                    }
+                    batch
+                        .rollups
+                        .push(rollup(s, "t", T0 + minute * 60 * NS_PER_SEC, &[1.0]));
+                }
+                store.write(&batch).unwrap();
+            }
+        }
+        // The "now" of these runs is the data's own time, so nothing is old by age.
+        let now = T0 + HOUR;
+
+        // A budget that fits everything except about a third of the raw readings.
+        let (stored, raw_bytes, raw_total) = {
+            let store = Store::open(&roomy).unwrap();
+            let stats = store.stats().unwrap();
+            (
+                stats.stored_bytes,
+                bytes_of(&store, RAW),
+                stats.raw_readings,
+            )
+        };
+        let tight = StoreConfig {
+            max_bytes: stored - raw_bytes / 3,
+            ..roomy.clone()
+        };
+        let store = Store::open(&tight).unwrap();
+        let report = store.apply_retention(now).unwrap();
+        assert!(report.raw_removed > 0, "{report:?}");
+        assert!(report.raw_removed < raw_total, "{report:?}");
+        assert_eq!((report.rollups_removed, report.outbox_removed), (0, 0));
+        let stats = store.stats().unwrap();
+        assert!(stats.stored_bytes <= tight.max_bytes, "{stats:?}");
+        assert_eq!(stats.raw_readings, raw_total - report.raw_removed);
+        // Oldest first across series: every series lost its beginning and kept its end.
+        let firsts: Vec<TimeNs> = series
+            .iter()
+            .map(|s| {
+                store
+                    .raw(&SeriesKey::new(s.as_str(), "t"), 0, i64::MAX, 1)
+                    .unwrap()[0]
+                    .0
+            })
+            .collect();
+        let latest_first = *firsts.iter().max().unwrap();
+        let earliest_first = *firsts.iter().min().unwrap();
+        assert!(earliest_first > T0 + 60 * NS_PER_SEC);
+        assert!(latest_first - earliest_first < 2 * 60 * NS_PER_SEC);
+        let outbox_bytes = bytes_of(&store, OUTBOX) + bytes_of(&store, OUTBOX_BY_TIME);
+        let outbox_len = all_outbox(&store).len() as u64;
+        drop(store);
+
+        // A budget that no raw reading fits in, and only about half of the outbox.
+        let fixed = stats.stored_bytes - bytes_of_reopened(&tight, RAW) - outbox_bytes;
+        let tighter = StoreConfig {
+            max_bytes: fixed + outbox_bytes / 2,
+            ..roomy
+        };
+        let store = Store::open(&tighter).unwrap();
+        let report = store.apply_retention(now).unwrap();
+        assert_eq!(report.raw_removed, stats.raw_readings, "{report:?}");
+        assert!(
+            report.outbox_removed > 0 && report.outbox_removed < outbox_len,
+            "{report:?}"
+        );
+        assert_eq!(report.rollups_removed, 0);
+        let after = store.stats().unwrap();
+        assert!(after.stored_bytes <= tighter.max_bytes, "{after:?}");
+        assert_eq!(after.raw_readings, 0);
+        assert_eq!(after.rollups, stats.rollups);
+        // The oldest entries went: what is left is the newest, contiguous up to the last one.
+        let left: Vec<u64> = all_outbox(&store).iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(left.len() as u64, outbox_len - report.outbox_removed);
+        assert_eq!(left.first().copied(), Some(report.outbox_removed + 1));
+        assert_eq!(left.last().copied(), Some(outbox_len));
+        // The time index lost exactly the same entries.
+        let txn = store.inner.db.begin_read().unwrap();
+        assert_eq!(
+            txn.open_table(OUTBOX_BY_TIME).unwrap().len().unwrap(),
+            left.len() as u64
+        );
+    }
+
+    fn bytes_of_reopened<K: redb::Key + 'static, V: redb::Value + 'static>(
+        config: &StoreConfig,
+        table: redb::TableDefinition<'_, K, V>,
+    ) -> u64 {
+        bytes_of(&Store::open(config).unwrap(), table)
+    }
+}
