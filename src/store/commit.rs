@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, PoisonError};
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::tables::{
     self, EVENTS, META, META_NEXT_EVENT_ID, META_NEXT_OUTBOX_SEQ, OUTBOX, OUTBOX_BY_TIME, RAW,
-    ROLLUPS, RawValue, SERIES, SERIES_BY_ID, SeriesTime,
+    RAW_RECENT, ROLLUPS, RawValue, SERIES, SERIES_BY_ID, SeriesTime, TimeSeries,
 };
 use super::{CommitReport, Inner, OutboxEntry, SeriesCache, SeriesInfo, StoreError, WriteBatch};
 use crate::model::{SeriesKey, Stats};
@@ -36,7 +36,7 @@ pub(super) fn write(inner: &Inner, batch: &WriteBatch) -> Result<CommitReport, S
             series.register(key, source)?;
         }
         if inner.config.raw_retention_secs > 0 && !batch.raw.is_empty() {
-            report.raw_written = write_raw(&txn, &mut series, batch)?;
+            report.raw_written = write_raw(&txn, &mut series, batch, inner.fold_records)?;
         }
         let mut outbox = Vec::with_capacity(batch.rollups.len() + batch.events.len());
         write_rollups(&txn, &mut series, batch, &mut report, &mut outbox)?;
@@ -52,19 +52,21 @@ pub(super) fn write(inner: &Inner, batch: &WriteBatch) -> Result<CommitReport, S
     Ok(report)
 }
 
-/// Inserts the raw readings sorted by key: consecutive inserts then land in the same leaf
-/// pages, which redb has already copied and holds in its cache. A stable sort keeps batch
-/// order among equal keys, so a repeated (series, time) keeps the reading that came last.
+/// Inserts the raw readings into `raw_recent`, sorted by its (time, series) key so that they
+/// append to the end of its B-tree, then folds `raw_recent` into `raw` once it holds
+/// `fold_records` readings. A stable sort keeps batch order among equal keys, so a repeated
+/// (series, time) keeps the reading that came last.
 fn write_raw(
     txn: &WriteTransaction,
     series: &mut Resolver<'_, '_>,
     batch: &WriteBatch,
+    fold_records: u64,
 ) -> Result<u64, StoreError> {
     let mut rows = Vec::with_capacity(batch.raw.len());
     for reading in &batch.raw {
         let id = series.resolve(&reading.series)?.id;
         rows.push((
-            SeriesTime::new(id, reading.time),
+            TimeSeries::new(reading.time, id),
             RawValue {
                 value: reading.value,
                 quality: reading.quality,
@@ -72,10 +74,41 @@ fn write_raw(
         ));
     }
     rows.sort_by_key(|(key, _)| *key);
-    let mut table = txn.open_table(RAW)?;
+    let mut recent = txn.open_table(RAW_RECENT)?;
     for (key, value) in &rows {
-        table.insert(key, value)?;
+        recent.insert(key, value)?;
     }
+    let pending = recent.len()?;
+    drop(recent);
+    if pending >= fold_records {
+        fold_recent(txn)?;
+    }
+    Ok(rows.len() as u64)
+}
+
+/// Moves every reading of `raw_recent` into `raw` (a newer reading replaces a stored one with
+/// the same key) and empties `raw_recent` by deleting the table, which frees its pages
+/// wholesale instead of rewriting them entry by entry.
+pub(super) fn fold_recent(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut rows = Vec::new();
+    {
+        let recent = txn.open_table(RAW_RECENT)?;
+        rows.reserve(usize::try_from(recent.len()?).unwrap_or(0));
+        for item in recent.iter()? {
+            let (key, value) = item?;
+            let key = key.value();
+            rows.push((SeriesTime::new(key.series, key.time), value.value()));
+        }
+    }
+    rows.sort_unstable_by_key(|(key, _)| *key);
+    {
+        let mut raw = txn.open_table(RAW)?;
+        for (key, value) in &rows {
+            raw.insert(key, value)?;
+        }
+    }
+    txn.delete_table(RAW_RECENT)?;
+    txn.open_table(RAW_RECENT)?;
     Ok(rows.len() as u64)
 }
 

@@ -36,8 +36,15 @@ pub use writer::run_writer;
 
 use tables::{
     CURSORS, EVENTS, META, META_NEXT_EVENT_ID, META_NEXT_OUTBOX_SEQ, META_SCHEMA_VERSION, OUTBOX,
-    OUTBOX_BY_TIME, RAW, ROLLUPS, SCHEMA_VERSION, SERIES, SERIES_BY_ID, SeriesTime,
+    OUTBOX_BY_TIME, RAW, RAW_RECENT, ROLLUPS, SCHEMA_VERSION, SERIES, SERIES_BY_ID, SeriesTime,
+    TimeSeries,
 };
+
+/// `raw_recent` is folded into `raw` once it holds this many readings. Larger folds write
+/// fewer bytes per reading (each series' last page is rewritten once per fold) but make the
+/// folding commit longer and the reads that scan `raw_recent` slower; at 250,000 a fold takes
+/// a few hundred milliseconds and holds about 8 MB in memory.
+const FOLD_RECORDS: u64 = 250_000;
 
 use crate::config::StoreConfig;
 use crate::model::{AnomalyEvent, Quality, Reading, Rollup, SeriesKey, Stats, TimeNs};
@@ -211,6 +218,8 @@ struct Inner {
     db: Database,
     /// Retention and budget settings, read by `write` (raw off) and `apply_retention`.
     config: StoreConfig,
+    /// [`FOLD_RECORDS`], smaller in tests so that they exercise folding.
+    fold_records: u64,
     /// The committed series dictionary, so that the hot path resolves a reading's series id
     /// with a hash lookup instead of a B-tree lookup.
     series: RwLock<SeriesCache>,
@@ -233,6 +242,10 @@ impl Store {
     /// Opens (or creates) the store file, creating its directory, the tables and the meta
     /// record; loads the series dictionary.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        Store::open_tuned(config, FOLD_RECORDS)
+    }
+
+    fn open_tuned(config: &StoreConfig, fold_records: u64) -> Result<Store, StoreError> {
         let path = &config.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -270,6 +283,7 @@ impl Store {
             txn.open_table(SERIES)?;
             txn.open_table(SERIES_BY_ID)?;
             txn.open_table(RAW)?;
+            txn.open_table(RAW_RECENT)?;
             txn.open_table(ROLLUPS)?;
             txn.open_table(EVENTS)?;
             txn.open_table(OUTBOX)?;
@@ -303,6 +317,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 config: config.clone(),
+                fold_records: fold_records.max(1),
                 series: RwLock::new(cache),
             }),
         })
@@ -414,6 +429,10 @@ impl Store {
     }
 
     /// Raw readings of one series with `from <= time < to`, oldest first, at most `limit`.
+    ///
+    /// Reads `raw` for the series and scans `raw_recent` (the readings not folded yet, all
+    /// series in time order) over the same time range; where both hold a time, the recent
+    /// reading is the newer write and wins.
     pub fn raw(
         &self,
         series: &SeriesKey,
@@ -421,25 +440,46 @@ impl Store {
         to: TimeNs,
         limit: usize,
     ) -> Result<Vec<(TimeNs, f64, Quality)>, StoreError> {
-        let mut out = Vec::new();
         if from >= to || limit == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let txn = self.inner.db.begin_read()?;
         let ids = txn.open_table(SERIES)?;
         let Some(id) = ids.get((&*series.sensor, &*series.field))? else {
-            return Ok(out);
+            return Ok(Vec::new());
         };
         let id = id.value();
-        let table = txn.open_table(RAW)?;
-        for item in table
-            .range(SeriesTime::new(id, from)..SeriesTime::new(id, to))?
-            .take(limit)
-        {
+        let mut recent = Vec::new();
+        let table = txn.open_table(RAW_RECENT)?;
+        for item in table.range(TimeSeries::new(from, 0)..TimeSeries::new(to, 0))? {
             let (key, value) = item?;
-            let value = value.value();
-            out.push((key.value().time, value.value, value.quality));
+            if key.value().series == id {
+                let value = value.value();
+                recent.push((key.value().time, value.value, value.quality));
+                if recent.len() >= limit {
+                    break;
+                }
+            }
         }
+        let mut out = Vec::new();
+        let mut recent = recent.into_iter().peekable();
+        let table = txn.open_table(RAW)?;
+        for item in table.range(SeriesTime::new(id, from)..SeriesTime::new(id, to))? {
+            let (key, value) = item?;
+            let time = key.value().time;
+            while out.len() < limit && recent.peek().is_some_and(|r| r.0 < time) {
+                out.extend(recent.next());
+            }
+            if out.len() >= limit {
+                break;
+            }
+            if recent.peek().is_some_and(|r| r.0 == time) {
+                continue;
+            }
+            let value = value.value();
+            out.push((time, value.value, value.quality));
+        }
+        out.extend(recent.take(limit - out.len()));
         Ok(out)
     }
 
@@ -518,6 +558,7 @@ impl Store {
         let txn = self.inner.db.begin_read()?;
         let series = txn.open_table(SERIES_BY_ID)?;
         let raw = txn.open_table(RAW)?;
+        let recent = txn.open_table(RAW_RECENT)?;
         let rollups = txn.open_table(ROLLUPS)?;
         let events = txn.open_table(EVENTS)?;
         let outbox = txn.open_table(OUTBOX)?;
@@ -525,6 +566,7 @@ impl Store {
             table_bytes(&txn.open_table(SERIES)?)?,
             table_bytes(&series)?,
             table_bytes(&raw)?,
+            table_bytes(&recent)?,
             table_bytes(&rollups)?,
             table_bytes(&events)?,
             table_bytes(&outbox)?,
@@ -539,7 +581,9 @@ impl Store {
             stored_bytes,
             max_bytes: self.inner.config.max_bytes,
             series: series.len()?,
-            raw_readings: raw.len()?,
+            // A reading written again after its first copy was folded is in both tables
+            // until the next fold; the count includes it twice meanwhile.
+            raw_readings: raw.len()? + recent.len()?,
             rollups: rollups.len()?,
             events: events.len()?,
             outbox_entries: outbox.len()?,

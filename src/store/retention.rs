@@ -16,7 +16,8 @@
 use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::tables::{
-    self, EVENTS, OUTBOX, OUTBOX_BY_TIME, RAW, ROLLUPS, RawValue, SERIES_BY_ID, SeriesTime,
+    self, EVENTS, OUTBOX, OUTBOX_BY_TIME, RAW, RAW_RECENT, ROLLUPS, RawValue, SERIES_BY_ID,
+    SeriesTime, TimeSeries,
 };
 use super::{Inner, RetentionReport, StoreError, file_bytes, table_bytes};
 use crate::model::{NS_PER_SEC, TimeNs};
@@ -34,11 +35,12 @@ pub(super) fn apply(inner: &Inner, now: TimeNs) -> Result<RetentionReport, Store
     let txn = inner.db.begin_write()?;
     {
         let ids = series_ids(&txn)?;
-        let mut raw = txn.open_table(RAW)?;
+        let mut raw = RawTables {
+            by_series: txn.open_table(RAW)?,
+            recent: txn.open_table(RAW_RECENT)?,
+        };
         let raw_cutoff = now.saturating_sub(secs_to_ns(config.raw_retention_secs));
-        for &id in &ids {
-            report.raw_removed += remove_before(&mut raw, id, raw_cutoff)?;
-        }
+        report.raw_removed += raw.remove_before(&ids, raw_cutoff)?;
 
         let rollup_cutoff = now.saturating_sub(secs_to_ns(config.rollup_retention_secs));
         {
@@ -76,7 +78,7 @@ pub(super) fn apply(inner: &Inner, now: TimeNs) -> Result<RetentionReport, Store
             let outbox_bytes = table_bytes(&outbox)? + table_bytes(&by_time)?;
             let raw_allowance = config.max_bytes.saturating_sub(fixed + outbox_bytes);
             let raw_removed = trim_raw(&mut raw, &ids, raw_allowance)?;
-            let outbox_allowance = config.max_bytes.saturating_sub(fixed + table_bytes(&raw)?);
+            let outbox_allowance = config.max_bytes.saturating_sub(fixed + raw.bytes()?);
             let outbox_removed = trim_outbox(&mut outbox, &mut by_time, outbox_allowance)?;
             report.raw_removed += raw_removed;
             report.outbox_removed += outbox_removed;
@@ -169,22 +171,18 @@ fn stored_bytes_except(txn: &WriteTransaction) -> Result<u64, StoreError> {
     .sum())
 }
 
-/// Removes the oldest raw readings across all series until the raw table fits in
+/// Removes the oldest raw readings across all series until both raw tables fit in
 /// `allowance` bytes, in rounds: each round estimates from the excess which share of the
 /// stored time span to cut (assuming readings spread evenly over time), cuts it from every
 /// series, and measures again.
-fn trim_raw(
-    raw: &mut Table<'_, SeriesTime, RawValue>,
-    ids: &[u32],
-    allowance: u64,
-) -> Result<u64, StoreError> {
+fn trim_raw(raw: &mut RawTables<'_>, ids: &[u32], allowance: u64) -> Result<u64, StoreError> {
     let mut removed = 0;
     loop {
-        let raw_bytes = table_bytes(raw)?;
+        let raw_bytes = raw.bytes()?;
         if raw_bytes <= allowance || raw.is_empty()? {
             return Ok(removed);
         }
-        let Some((oldest, newest)) = time_span(raw, ids)? else {
+        let Some((oldest, newest)) = raw.time_span(ids)? else {
             return Ok(removed);
         };
         let excess = (raw_bytes - allowance) as f64;
@@ -193,9 +191,7 @@ fn trim_raw(
         let cutoff = oldest
             .saturating_add((span * share) as i64)
             .saturating_add(1);
-        for &id in ids {
-            removed += remove_before(raw, id, cutoff)?;
-        }
+        removed += raw.remove_before(ids, cutoff)?;
     }
 }
 
@@ -236,29 +232,69 @@ fn trim_outbox(
     }
 }
 
-/// The oldest and newest time over all series' raw readings.
-fn time_span(
-    raw: &Table<'_, SeriesTime, RawValue>,
-    ids: &[u32],
-) -> Result<Option<(TimeNs, TimeNs)>, StoreError> {
-    let mut span: Option<(TimeNs, TimeNs)> = None;
-    for &id in ids {
-        let mut range =
-            raw.range(SeriesTime::new(id, TimeNs::MIN)..=SeriesTime::new(id, TimeNs::MAX))?;
-        let Some(first) = range.next() else {
-            continue;
-        };
-        let first = first?.0.value().time;
-        let last = match range.next_back() {
-            Some(last) => last?.0.value().time,
-            None => first,
-        };
-        span = Some(match span {
-            Some((lo, hi)) => (lo.min(first), hi.max(last)),
-            None => (first, last),
-        });
+/// The two raw tables, which retention treats as one: `raw` (by series) and `raw_recent`
+/// (by time, not folded yet).
+struct RawTables<'txn> {
+    by_series: Table<'txn, SeriesTime, RawValue>,
+    recent: Table<'txn, TimeSeries, RawValue>,
+}
+
+impl RawTables<'_> {
+    /// Removes every reading older than `cutoff`; returns how many.
+    fn remove_before(&mut self, ids: &[u32], cutoff: TimeNs) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for &id in ids {
+            removed += remove_before(&mut self.by_series, id, cutoff)?;
+        }
+        if cutoff > TimeNs::MIN {
+            let mut extracted = self
+                .recent
+                .extract_from_if(..TimeSeries::new(cutoff, 0), |_, _| true)?;
+            for item in &mut extracted {
+                item?;
+                removed += 1;
+            }
+            extracted.close()?;
+        }
+        Ok(removed)
     }
-    Ok(span)
+
+    fn bytes(&self) -> Result<u64, StoreError> {
+        Ok(table_bytes(&self.by_series)? + table_bytes(&self.recent)?)
+    }
+
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.by_series.is_empty()? && self.recent.is_empty()?)
+    }
+
+    /// The oldest and newest time over all raw readings.
+    fn time_span(&self, ids: &[u32]) -> Result<Option<(TimeNs, TimeNs)>, StoreError> {
+        let mut span: Option<(TimeNs, TimeNs)> = None;
+        let mut widen = |first: TimeNs, last: TimeNs| {
+            span = Some(match span {
+                Some((lo, hi)) => (lo.min(first), hi.max(last)),
+                None => (first, last),
+            });
+        };
+        for &id in ids {
+            let mut range = self
+                .by_series
+                .range(SeriesTime::new(id, TimeNs::MIN)..=SeriesTime::new(id, TimeNs::MAX))?;
+            let Some(first) = range.next() else {
+                continue;
+            };
+            let first = first?.0.value().time;
+            let last = match range.next_back() {
+                Some(last) => last?.0.value().time,
+                None => first,
+            };
+            widen(first, last);
+        }
+        if let (Some(first), Some(last)) = (self.recent.first()?, self.recent.last()?) {
+            widen(first.0.value().time, last.0.value().time);
+        }
+        Ok(span)
+    }
 }
 
 #[cfg(test)]
@@ -392,7 +428,8 @@ mod tests {
         let roomy = test_config(dir.path());
         let series: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
         {
-            let store = Store::open(&roomy).unwrap();
+            // Folding every 5,000 readings leaves readings in both raw tables.
+            let store = Store::open_tuned(&roomy, 5_000).unwrap();
             for minute in 0..30i64 {
                 let mut batch = WriteBatch::default();
                 for (i, s) in series.iter().enumerate() {
@@ -416,7 +453,7 @@ mod tests {
             let stats = store.stats().unwrap();
             (
                 stats.stored_bytes,
-                bytes_of(&store, RAW),
+                bytes_of(&store, RAW) + bytes_of(&store, RAW_RECENT),
                 stats.raw_readings,
             )
         };
@@ -448,10 +485,11 @@ mod tests {
         assert!(latest_first - earliest_first < 2 * 60 * NS_PER_SEC);
         let outbox_bytes = bytes_of(&store, OUTBOX) + bytes_of(&store, OUTBOX_BY_TIME);
         let outbox_len = all_outbox(&store).len() as u64;
+        let raw_bytes = bytes_of(&store, RAW) + bytes_of(&store, RAW_RECENT);
         drop(store);
 
         // A budget that no raw reading fits in, and only about half of the outbox.
-        let fixed = stats.stored_bytes - bytes_of_reopened(&tight, RAW) - outbox_bytes;
+        let fixed = stats.stored_bytes - raw_bytes - outbox_bytes;
         let tighter = StoreConfig {
             max_bytes: fixed + outbox_bytes / 2,
             ..roomy
@@ -479,12 +517,5 @@ mod tests {
             txn.open_table(OUTBOX_BY_TIME).unwrap().len().unwrap(),
             left.len() as u64
         );
-    }
-
-    fn bytes_of_reopened<K: redb::Key + 'static, V: redb::Value + 'static>(
-        config: &StoreConfig,
-        table: redb::TableDefinition<'_, K, V>,
-    ) -> u64 {
-        bytes_of(&Store::open(config).unwrap(), table)
     }
 }

@@ -295,6 +295,70 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Raw readings read back like a `BTreeMap` model (a repeated time keeps the last value),
+    /// whether they are still in `raw_recent` or already folded into `raw`, and retention by
+    /// age removes exactly the model's readings older than the cutoff.
+    #[test]
+    fn raw_reads_match_a_model_across_folds(
+        batches in prop::collection::vec(
+            prop::collection::vec((0u8..3, 0i64..40, any::<i8>()), 0..30),
+            1..6,
+        ),
+        fold in 1u64..40,
+        (from, to, limit) in (0i64..40, 0i64..41, 1usize..50),
+        cutoff in 0i64..41,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            raw_retention_secs: 10,
+            ..test_config(dir.path())
+        };
+        let store = Store::open_tuned(&config, fold).unwrap();
+        let mut model: BTreeMap<(u8, i64), f64> = BTreeMap::new();
+        for batch in &batches {
+            let mut write = WriteBatch::default();
+            for &(series, t, v) in batch {
+                write.raw.push(reading(&format!("s{series}"), "t", T0 + t, f64::from(v)));
+                model.insert((series, t), f64::from(v));
+            }
+            store.write(&write).unwrap();
+        }
+        let read = |store: &Store, series: u8, from: i64, to: i64, limit: usize| {
+            store
+                .raw(&SeriesKey::new(format!("s{series}"), "t"), T0 + from, T0 + to, limit)
+                .unwrap()
+                .into_iter()
+                .map(|(t, v, _)| (t - T0, v))
+                .collect::<Vec<_>>()
+        };
+        let want = |model: &BTreeMap<(u8, i64), f64>, series: u8, from: i64, to: i64, limit| {
+            if from >= to {
+                return Vec::new();
+            }
+            model
+                .range((series, from)..(series, to))
+                .map(|(&(_, t), &v)| (t, v))
+                .take(limit)
+                .collect::<Vec<_>>()
+        };
+        for series in 0..3 {
+            prop_assert_eq!(read(&store, series, from, to, limit), want(&model, series, from, to, limit));
+            prop_assert_eq!(read(&store, series, 0, 40, 100), want(&model, series, 0, 40, 100));
+        }
+        // Retention with raw_retention_secs = 10 at now = cutoff + 10 s removes t < cutoff.
+        let report = store.apply_retention(T0 + cutoff + 10 * NS_PER_SEC).unwrap();
+        let before = model.len();
+        model.retain(|&(_, t), _| t >= cutoff);
+        prop_assert!(report.raw_removed >= (before - model.len()) as u64);
+        for series in 0..3 {
+            prop_assert_eq!(read(&store, series, 0, 40, 100), want(&model, series, 0, 40, 100));
+        }
+    }
+}
+
 #[test]
 fn reopening_keeps_everything_and_the_outbox_sequence_continues() {
     let dir = tempfile::tempdir().unwrap();
