@@ -42,24 +42,25 @@ fn main() {
     let written_before = storage_bytes_written();
     let start = 1_795_000_000 * NS_PER_SEC;
     let mut tick = 0i64;
+    let mut next = 0usize;
     let mut busy = Duration::ZERO;
     let mut written = 0u64;
     let mut slowest = Duration::ZERO;
     for _ in 0..batches {
+        // Round robin over the series; every series gets one reading per one-second tick.
         let mut raw = Vec::with_capacity(batch_size);
-        'fill: loop {
-            for (i, s) in series.iter().enumerate() {
-                if raw.len() == batch_size {
-                    break 'fill;
-                }
-                raw.push(Reading {
-                    series: s.clone(),
-                    time: start + tick * NS_PER_SEC + i as i64,
-                    value: (tick as f64 * 0.1 + i as f64).sin() * 10.0 + 50.0,
-                    quality: Quality::GOOD,
-                });
+        while raw.len() < batch_size {
+            let i = next % series.len();
+            raw.push(Reading {
+                series: series[i].clone(),
+                time: start + tick * NS_PER_SEC + i as i64,
+                value: (tick as f64 * 0.1 + i as f64).sin() * 10.0 + 50.0,
+                quality: Quality::GOOD,
+            });
+            next += 1;
+            if next % series.len() == 0 {
+                tick += 1;
             }
-            tick += 1;
         }
         let batch = WriteBatch {
             raw,
@@ -70,6 +71,9 @@ fn main() {
         let took = t0.elapsed();
         busy += took;
         slowest = slowest.max(took);
+        if std::env::var_os("STORE_WRITE_TRACE").is_some() {
+            eprintln!("commit {:.1} ms", took.as_secs_f64() * 1e3);
+        }
         written += report.raw_written;
     }
     let stats = store.stats().expect("stats");

@@ -180,6 +180,8 @@ pub enum StoreError {
     Corrupt { table: &'static str, reason: String },
     #[error("cannot encode a record for table {table}: {reason}")]
     Encode { table: &'static str, reason: String },
+    #[error("store cursor failed: {0}")]
+    Cursor(#[from] Box<redb::CursorError>),
     #[error("cannot read the size of the store file {path}: {source}")]
     FileSize {
         path: PathBuf,
@@ -202,7 +204,8 @@ boxed_from!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::CursorError
 );
 
 /// Handle on the open store; cheap to clone, shared by the writer and the readers.
