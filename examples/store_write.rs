@@ -58,7 +58,7 @@ fn main() {
                 quality: Quality::GOOD,
             });
             next += 1;
-            if next % series.len() == 0 {
+            if next.is_multiple_of(series.len()) {
                 tick += 1;
             }
         }
