@@ -9,6 +9,9 @@
 //! - The series cache is updated only after `commit` returned; until then a new series lives
 //!   in the transaction alone.
 //! - Commits use redb's default durability, `Immediate` (fsync before `commit` returns).
+//! - Raw readings go to `raw_recent`; the commit that brings it to `FOLD_RECORDS` also moves
+//!   all of it into `raw`, so a reading is always in exactly one of the two tables, or in both
+//!   with the `raw_recent` copy being the newer write.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -8,6 +8,11 @@
 //! and record codecs; `commit.rs` the write transaction; `retention.rs` age and byte-budget
 //! removal; `writer.rs` the async task that batches, commits and retries.
 //!
+//! Raw readings first land in `raw_recent`, ordered by time, and are folded into `raw`,
+//! ordered by series, every `FOLD_RECORDS` (250,000) readings: appending by time touches few
+//! pages per commit whatever the number of series (see `tables::RAW_RECENT` for the numbers).
+//! Reads and retention treat the two tables as one.
+//!
 //! Invariants:
 //! - **A rollup and the outbox entry that forwards it are written in the same transaction.**
 //! - **Outbox sequences only grow**, across restarts and after retention empties the outbox

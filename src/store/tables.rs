@@ -32,10 +32,12 @@ pub(super) const RAW: TableDefinition<SeriesTime, RawValue> = TableDefinition::n
 ///
 /// Why two tables: in `raw` every commit would touch the last leaf page of every series it
 /// holds a reading for, and redb copies each touched page (copy-on-write). With thousands of
-/// series that is thousands of 4 KiB pages per commit for a few bytes each (measured: about
-/// 600 bytes written per 21-byte reading, and under 250,000 readings/s). Here new readings
+/// series that is thousands of 4 KiB pages per commit for a few bytes each. Here new readings
 /// land at the end of one B-tree, and the fold into `raw` touches each series' page once per
-/// fold instead of once per commit.
+/// fold instead of once per commit. Measured with `examples/store_write.rs` (3,000 series,
+/// commits of 20,000): writing into `raw` directly, 600 bytes written to disk per 21-byte
+/// reading and 250,000 readings/s; with this table and cursor appends, 95 bytes and about
+/// 0.9 to 1.1 million readings/s.
 pub(super) const RAW_RECENT: TableDefinition<TimeSeries, RawValue> =
     TableDefinition::new("raw_recent");
 /// (series id, window start) → [`encode_rollup`] record.
