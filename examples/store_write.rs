@@ -76,7 +76,17 @@ fn main() {
         }
         written += report.raw_written;
     }
+    let t0 = Instant::now();
     let stats = store.stats().expect("stats");
+    let stats_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t0 = Instant::now();
+    store
+        .apply_retention(start + tick * NS_PER_SEC)
+        .expect("retention");
+    let retention_ms = t0.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "stats() took {stats_ms:.1} ms, a retention run that removes nothing {retention_ms:.1} ms"
+    );
     if let (Some(before), Some(after)) = (written_before, storage_bytes_written()) {
         println!(
             "{:.0} bytes written to storage per reading",
