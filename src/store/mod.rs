@@ -3,11 +3,53 @@
 //! version). Every write is one durable transaction built from a [`WriteBatch`]; reads open
 //! their own read transactions and never block the writer. Nothing here is async: callers run
 //! it on `spawn_blocking` (see `writer`).
+//!
+//! Code map: `mod.rs` (this file) is the API, opening and the reads; `tables.rs` the layout
+//! and record codecs; `commit.rs` the write transaction; `retention.rs` age and byte-budget
+//! removal; `writer.rs` the async task that batches, commits and retries.
+//!
+//! Raw readings first land in `raw_recent`, ordered by time, and are folded into `raw`,
+//! ordered by series, every `FOLD_RECORDS` (250,000) readings: appending by time touches few
+//! pages per commit whatever the number of series (see `tables::RAW_RECENT` for the numbers).
+//! Reads and retention treat the two tables as one.
+//!
+//! Invariants:
+//! - **A rollup and the outbox entry that forwards it are written in the same transaction.**
+//! - **Outbox sequences only grow**, across restarts and after retention empties the outbox
+//!   (the next sequence lives in `meta`).
+//! - **Every commit is durable** (`Durability::Immediate`, an fsync): a power cut loses at most
+//!   what the writer had not committed yet, i.e. `commit_interval_ms` of data.
+//! - The in-memory series dictionary only ever holds committed series: it is updated after the
+//!   commit succeeds, and a miss falls back to the table inside the transaction.
+//! - No transaction lives across an `.await`; all of this is blocking code.
 
+mod commit;
+mod retention;
+mod tables;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
+
+pub use writer::run_writer;
+
+use tables::{
+    CURSORS, EVENTS, META, META_NEXT_EVENT_ID, META_NEXT_OUTBOX_SEQ, META_SCHEMA_VERSION, OUTBOX,
+    OUTBOX_BY_TIME, RAW, RAW_RECENT, ROLLUPS, SCHEMA_VERSION, SERIES, SERIES_BY_ID, SeriesTime,
+    TimeSeries,
+};
+
+/// `raw_recent` is folded into `raw` once it holds this many readings. Larger folds write
+/// fewer bytes per reading (each series' last page is rewritten once per fold) but make the
+/// folding commit longer and the reads that scan `raw_recent` slower; at 250,000 a fold takes
+/// a few hundred milliseconds and holds about 8 MB in memory.
+const FOLD_RECORDS: u64 = 250_000;
 
 use crate::config::StoreConfig;
 use crate::model::{AnomalyEvent, Quality, Reading, Rollup, SeriesKey, Stats, TimeNs};
@@ -68,8 +110,11 @@ pub struct RetentionReport {
 }
 
 /// What the outbox holds for forwarding, in sequence order.
+///
+/// Stored as JSON, tagged by `type`: the tag cannot be `kind`, because an event already has
+/// a field of that name and the two would collide (the entry would not decode).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutboxEntry {
     Rollup {
         sensor: String,
@@ -138,44 +183,206 @@ pub enum StoreError {
     Commit(#[from] Box<redb::CommitError>),
     #[error("corrupt record in table {table}: {reason}")]
     Corrupt { table: &'static str, reason: String },
+    #[error("cannot encode a record for table {table}: {reason}")]
+    Encode { table: &'static str, reason: String },
+    #[error("store cursor failed: {0}")]
+    Cursor(#[from] Box<redb::CursorError>),
+    #[error("cannot read the size of the store file {path}: {source}")]
+    FileSize {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
+
+/// redb returns its errors unboxed; they are boxed here so that `?` works on every redb call
+/// while `StoreError` stays small.
+macro_rules! boxed_from {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for StoreError {
+            fn from(e: $ty) -> Self {
+                StoreError::from(Box::new(e))
+            }
+        }
+    )*};
+}
+boxed_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::CursorError
+);
 
 /// Handle on the open store; cheap to clone, shared by the writer and the readers.
 #[derive(Clone)]
 pub struct Store {
-    _config: Arc<StoreConfig>,
+    inner: Arc<Inner>,
+}
+
+/// What every clone of a [`Store`] shares.
+struct Inner {
+    /// The open file. redb runs one write transaction at a time and lets read transactions
+    /// see the last commit beside it, which is what lets the web read while the writer writes.
+    db: Database,
+    /// Retention and budget settings, read by `write` (raw off) and `apply_retention`.
+    config: StoreConfig,
+    /// [`FOLD_RECORDS`], smaller in tests so that they exercise folding.
+    fold_records: u64,
+    /// The committed series dictionary, so that the hot path resolves a reading's series id
+    /// with a hash lookup instead of a B-tree lookup.
+    series: RwLock<SeriesCache>,
+}
+
+/// Committed series by key. Only `commit` adds to it, after its transaction committed.
+#[derive(Debug, Default)]
+struct SeriesCache {
+    by_key: HashMap<SeriesKey, SeriesInfo>,
+}
+
+#[derive(Clone, Debug)]
+struct SeriesInfo {
+    id: u32,
+    /// The source that first reported the series ("" when a series arrived without one).
+    source: Arc<str>,
 }
 
 impl Store {
     /// Opens (or creates) the store file, creating its directory, the tables and the meta
     /// record; loads the series dictionary.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
-        let _ = config;
-        unimplemented!()
+        Store::open_tuned(config, FOLD_RECORDS)
+    }
+
+    fn open_tuned(config: &StoreConfig, fold_records: u64) -> Result<Store, StoreError> {
+        let path = &config.path;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
+            match found {
+                Some(found) if found > u64::from(SCHEMA_VERSION) => {
+                    // Dropping the transaction aborts it: nothing is written to a newer file.
+                    return Err(StoreError::SchemaTooNew {
+                        path: path.clone(),
+                        found: u32::try_from(found).unwrap_or(u32::MAX),
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(META_SCHEMA_VERSION, u64::from(SCHEMA_VERSION))?;
+                }
+            }
+            for (key, first) in [(META_NEXT_OUTBOX_SEQ, 1), (META_NEXT_EVENT_ID, 1)] {
+                if meta.get(key)?.is_none() {
+                    meta.insert(key, first)?;
+                }
+            }
+            txn.open_table(SERIES)?;
+            txn.open_table(SERIES_BY_ID)?;
+            txn.open_table(RAW)?;
+            txn.open_table(RAW_RECENT)?;
+            txn.open_table(ROLLUPS)?;
+            txn.open_table(EVENTS)?;
+            txn.open_table(OUTBOX)?;
+            txn.open_table(OUTBOX_BY_TIME)?;
+            txn.open_table(CURSORS)?;
+        }
+        txn.commit()?;
+
+        let mut cache = SeriesCache::default();
+        {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(SERIES_BY_ID)?;
+            for item in table.iter()? {
+                let (id, names) = item?;
+                let (sensor, field, source) = names.value();
+                cache.by_key.insert(
+                    SeriesKey::new(sensor, field),
+                    SeriesInfo {
+                        id: id.value(),
+                        source: source.into(),
+                    },
+                );
+            }
+        }
+        tracing::info!(
+            path = %path.display(),
+            series = cache.by_key.len(),
+            "store opened"
+        );
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                config: config.clone(),
+                fold_records: fold_records.max(1),
+                series: RwLock::new(cache),
+            }),
+        })
     }
 
     /// Writes a batch in one durable transaction.
     pub fn write(&self, batch: &WriteBatch) -> Result<CommitReport, StoreError> {
-        let _ = batch;
-        unimplemented!()
+        commit::write(&self.inner, batch)
     }
 
     /// Removes raw readings, rollups and cleared events older than their retention (relative
     /// to `now`), then enforces the byte budget (oldest raw first, then oldest outbox entries).
     pub fn apply_retention(&self, now: TimeNs) -> Result<RetentionReport, StoreError> {
-        let _ = now;
-        unimplemented!()
+        retention::apply(&self.inner, now)
     }
 
-    /// The next unused anomaly event id.
+    /// The next unused anomaly event id: one more than the highest id ever written (1 on a
+    /// new store), so ids stay unique even after retention removed the newest events.
     pub fn next_event_id(&self) -> Result<u64, StoreError> {
-        unimplemented!()
+        let txn = self.inner.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let from_meta = meta.get(META_NEXT_EVENT_ID)?.map_or(1, |v| v.value());
+        let events = txn.open_table(EVENTS)?;
+        let from_table = events.last()?.map_or(1, |(id, _)| id.value() + 1);
+        Ok(from_meta.max(from_table))
     }
 
-    /// Anomaly events, newest first.
+    /// Anomaly events, newest first. A record that does not decode is logged and skipped, so
+    /// that one bad record cannot hide all the others.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<AnomalyEvent>, StoreError> {
-        let _ = filter;
-        unimplemented!()
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for item in table.iter()?.rev() {
+            let (id, record) = item?;
+            let event = match tables::decode_event(record.value()) {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::error!(id = id.value(), %error, "skipping an undecodable event");
+                    continue;
+                }
+            };
+            if filter
+                .active
+                .is_some_and(|active| event.is_active() != active)
+            {
+                continue;
+            }
+            if filter.sensor.as_deref().is_some_and(|s| event.sensor != s) {
+                continue;
+            }
+            out.push(event);
+            if filter.limit != 0 && out.len() >= filter.limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Stored rollups of one sensor (one field or all), with `from <= start < to`, ordered by
@@ -187,11 +394,53 @@ impl Store {
         from: TimeNs,
         to: TimeNs,
     ) -> Result<Vec<Rollup>, StoreError> {
-        let _ = (sensor, field, from, to);
-        unimplemented!()
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        let txn = self.inner.db.begin_read()?;
+        let series = txn.open_table(SERIES)?;
+        let mut ids: Vec<(SeriesKey, u32)> = Vec::new();
+        let sensor_name: Arc<str> = sensor.into();
+        match field {
+            Some(field) => {
+                if let Some(id) = series.get((sensor, field))? {
+                    ids.push((SeriesKey::new(sensor_name, field), id.value()));
+                }
+            }
+            None => {
+                // (sensor, "") is the smallest key of this sensor; its fields follow in order.
+                for item in series.range((sensor, "")..)? {
+                    let (key, id) = item?;
+                    let (s, f) = key.value();
+                    if s != sensor {
+                        break;
+                    }
+                    ids.push((SeriesKey::new(sensor_name.clone(), f), id.value()));
+                }
+            }
+        }
+        let table = txn.open_table(ROLLUPS)?;
+        for (key, id) in ids {
+            for item in table.range(SeriesTime::new(id, from)..SeriesTime::new(id, to))? {
+                let (k, record) = item?;
+                let (stats, length_ns) = tables::decode_rollup(record.value())?;
+                out.push(Rollup {
+                    series: key.clone(),
+                    start: k.value().time,
+                    length_ns,
+                    stats,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Raw readings of one series with `from <= time < to`, oldest first, at most `limit`.
+    ///
+    /// Reads `raw` for the series and scans `raw_recent` (the readings not folded yet, all
+    /// series in time order) over the same time range; where both hold a time, the recent
+    /// reading is the newer write and wins.
     pub fn raw(
         &self,
         series: &SeriesKey,
@@ -199,26 +448,174 @@ impl Store {
         to: TimeNs,
         limit: usize,
     ) -> Result<Vec<(TimeNs, f64, Quality)>, StoreError> {
-        let _ = (series, from, to, limit);
-        unimplemented!()
+        if from >= to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let txn = self.inner.db.begin_read()?;
+        let ids = txn.open_table(SERIES)?;
+        let Some(id) = ids.get((&*series.sensor, &*series.field))? else {
+            return Ok(Vec::new());
+        };
+        let id = id.value();
+        let mut recent = Vec::new();
+        let table = txn.open_table(RAW_RECENT)?;
+        for item in table.range(TimeSeries::new(from, 0)..TimeSeries::new(to, 0))? {
+            let (key, value) = item?;
+            if key.value().series == id {
+                let value = value.value();
+                recent.push((key.value().time, value.value, value.quality));
+                if recent.len() >= limit {
+                    break;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut recent = recent.into_iter().peekable();
+        let table = txn.open_table(RAW)?;
+        for item in table.range(SeriesTime::new(id, from)..SeriesTime::new(id, to))? {
+            let (key, value) = item?;
+            let time = key.value().time;
+            while out.len() < limit && recent.peek().is_some_and(|r| r.0 < time) {
+                out.extend(recent.next());
+            }
+            if out.len() >= limit {
+                break;
+            }
+            if recent.peek().is_some_and(|r| r.0 == time) {
+                continue;
+            }
+            let value = value.value();
+            out.push((time, value.value, value.quality));
+        }
+        out.extend(recent.take(limit - out.len()));
+        Ok(out)
     }
 
     /// Every known series with its source.
     pub fn series(&self) -> Result<Vec<(SeriesKey, String)>, StoreError> {
-        unimplemented!()
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(SERIES_BY_ID)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (_, names) = item?;
+            let (sensor, field, source) = names.value();
+            out.push((SeriesKey::new(sensor, field), source.to_string()));
+        }
+        Ok(out)
     }
 
     /// Outbox entries with a sequence number above `after`, oldest first, at most `limit`.
+    ///
+    /// An entry that does not decode is logged at ERROR and skipped rather than returned as an
+    /// error: an error would stop the forwarder at that entry forever.
     pub fn outbox_after(
         &self,
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
-        let _ = (after, limit);
-        unimplemented!()
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let range = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
+        for item in table.range::<u64>(range)? {
+            let (seq, record) = item?;
+            match tables::decode_outbox(record.value()) {
+                Ok(entry) => out.push((seq.value(), entry)),
+                Err(error) => {
+                    tracing::error!(seq = seq.value(), %error, "skipping an undecodable outbox entry");
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
-    pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        unimplemented!()
+    /// Number of entries in the outbox (cheap: redb keeps table lengths).
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        Ok(txn.open_table(OUTBOX)?.len()?)
     }
+
+    /// The last outbox sequence that `sink` acknowledged, if it ever did.
+    pub fn cursor(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        Ok(txn.open_table(CURSORS)?.get(sink)?.map(|v| v.value()))
+    }
+
+    /// Records that `sink` acknowledged every outbox entry up to `seq` (durably).
+    pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        let txn = self.inner.db.begin_write()?;
+        txn.open_table(CURSORS)?.insert(sink, seq)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Size of the store file on disk (cheap: one `stat`).
+    pub fn file_bytes(&self) -> Result<u64, StoreError> {
+        file_bytes(&self.inner.config.path)
+    }
+
+    /// Sizes and table depths. `stored_bytes` walks every table's B-tree, so call this at the
+    /// pace of a status page or a retention run, not per commit.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let series = txn.open_table(SERIES_BY_ID)?;
+        let raw = txn.open_table(RAW)?;
+        let recent = txn.open_table(RAW_RECENT)?;
+        let rollups = txn.open_table(ROLLUPS)?;
+        let events = txn.open_table(EVENTS)?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let stored_bytes = [
+            table_bytes(&txn.open_table(SERIES)?)?,
+            table_bytes(&series)?,
+            table_bytes(&raw)?,
+            table_bytes(&recent)?,
+            table_bytes(&rollups)?,
+            table_bytes(&events)?,
+            table_bytes(&outbox)?,
+            table_bytes(&txn.open_table(OUTBOX_BY_TIME)?)?,
+            table_bytes(&txn.open_table(CURSORS)?)?,
+            table_bytes(&txn.open_table(META)?)?,
+        ]
+        .iter()
+        .sum();
+        Ok(StoreStats {
+            file_bytes: file_bytes(&self.inner.config.path)?,
+            stored_bytes,
+            max_bytes: self.inner.config.max_bytes,
+            series: series.len()?,
+            // A reading written again after its first copy was folded is in both tables
+            // until the next fold; the count includes it twice meanwhile.
+            raw_readings: raw.len()? + recent.len()?,
+            rollups: rollups.len()?,
+            events: events.len()?,
+            outbox_entries: outbox.len()?,
+        })
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+}
+
+/// Live bytes of one table: its keys and values plus the B-tree's own overhead (redb's
+/// stored + metadata bytes), the measure that `max_bytes` is compared with.
+fn table_bytes(table: &impl ReadableTableMetadata) -> Result<u64, StoreError> {
+    let stats = table.stats()?;
+    Ok(stats.stored_bytes() + stats.metadata_bytes())
+}
+
+fn file_bytes(path: &std::path::Path) -> Result<u64, StoreError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| StoreError::FileSize {
+            path: path.to_path_buf(),
+            source,
+        })
 }
