@@ -26,7 +26,7 @@ use crate::model::{Batch, now_ns};
 use crate::pipeline::task::PipelineTask;
 use crate::pipeline::{Pipeline, RuleSet, Settings};
 use crate::source::sim;
-use crate::store::{EventFilter, Store, WriteBatch, writer};
+use crate::store::{EventFilter, Store, WriteBatch, run_writer};
 use crate::web::{self, WebState};
 
 /// Capacity of the channel from the pipeline to the store writer, in pipeline outputs. When
@@ -80,7 +80,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let pipeline = Pipeline::new(Settings::from_config(&config), rules, next_event_id, active, now_ns());
 
     let (store_tx, store_rx) = mpsc::channel::<WriteBatch>(STORE_CHANNEL_CAPACITY);
-    let writer = tokio::spawn(writer::run_writer(store.clone(), store_rx, config.store.clone(), metrics.clone()));
+    let writer = tokio::spawn(run_writer(store.clone(), store_rx, config.store.clone(), metrics.clone()));
 
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
     let (live_tx, live_rx) = watch::channel(Arc::new(LiveSnapshot::default()));
