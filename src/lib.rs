@@ -6,3 +6,4 @@ pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod store;
+pub mod web;
