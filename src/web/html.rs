@@ -101,6 +101,24 @@ pub fn age(now: TimeNs, then: TimeNs) -> String {
     }
 }
 
+/// A count with thin spaces between thousands ("424 242"), easier to read at a glance.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() * 4 / 3 + 4);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push('\u{202f}');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A wall-clock time to the second, for people (the API keeps full precision).
+pub fn clock(t: TimeNs) -> String {
+    crate::model::format_time(t.div_euclid(NS_PER_SEC) * NS_PER_SEC)
+}
+
 /// A byte count in binary units.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -122,7 +140,8 @@ const CSS: &str = "\
 body{font-family:system-ui,sans-serif;margin:0 auto;padding:.5rem 1rem;max-width:72rem;\
 color:#1a1a1a;background:#fafafa;line-height:1.35}\
 h1{font-size:1.4rem;margin:.4rem 0}h2{font-size:1.1rem;margin:1.2rem 0 .4rem}\
-.meta{color:#555;font-size:.9rem}.meta span{margin-right:1rem;white-space:nowrap}\
+.meta{color:#555;font-size:.9rem;display:flex;flex-wrap:wrap;gap:0 1rem}\
+.meta span{white-space:nowrap}h3{font-size:1rem;margin:.8rem 0 .3rem}\
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:.9rem}\
 th,td{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #ddd;white-space:nowrap}\
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}\
@@ -133,7 +152,8 @@ th{background:#eee}a{color:#0645ad}\
 .err{color:#b00020;white-space:normal}\
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;margin:0}\
 dt{color:#555}dd{margin:0;font-variant-numeric:tabular-nums}\
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem}";
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem}\
+@media(max-width:40rem){body{padding:.25rem .5rem}th,td{padding:.2rem .3rem}}";
 
 /// Wraps a rendered body in the page skeleton. `refresh_secs` makes the page reload itself
 /// so that a tablet left on a machine stays current without JavaScript.
@@ -197,6 +217,14 @@ mod tests {
         assert_eq!(duration(100_000 * NS_PER_SEC), "1 d 3 h");
         assert_eq!(age(10 * NS_PER_SEC, 100 * NS_PER_SEC), "1 min 30 s ahead");
         assert_eq!(age(100 * NS_PER_SEC, 90 * NS_PER_SEC), "10 s ago");
+    }
+
+    #[test]
+    fn counts_group_thousands_and_clocks_drop_fractions() {
+        assert_eq!(count(424_242), "424\u{202f}242");
+        assert_eq!(count(1_000_000), "1\u{202f}000\u{202f}000");
+        assert_eq!(count(999), "999");
+        assert_eq!(clock(1_500_000_000), "1970-01-01T00:00:01Z");
     }
 
     #[test]

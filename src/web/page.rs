@@ -62,7 +62,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
         Esc(&state.gateway_id),
         Esc(state.version),
         html::duration(now - state.started_at),
-        Esc(&format_time(now)),
+        Esc(&html::clock(now)),
     );
 
     let _ = write!(
@@ -162,7 +162,13 @@ pub async fn sensor(
         None => b.push_str("<p class=\"muted\">No reading since the gateway started.</p>"),
     }
 
-    let active: Vec<AnomalyEvent> = events.iter().filter(|e| e.is_active()).cloned().collect();
+    // From the live view, not the store: it is current and not cut by the event limit.
+    let active: Vec<AnomalyEvent> = snapshot
+        .active_events
+        .iter()
+        .filter(|e| e.sensor == id)
+        .cloned()
+        .collect();
     let _ = write!(b, "<h2>Active anomalies ({})</h2>", active.len());
     anomaly_table(&mut b, &active, now, false);
 
@@ -199,8 +205,8 @@ fn anomaly_table(b: &mut String, events: &[AnomalyEvent], now: TimeNs, with_sens
         b.push_str("<th>Sensor</th>");
     }
     b.push_str(
-        "<th>Field</th><th>Rule</th><th class=\"num\">Value</th><th class=\"num\">Peak</th>\
-         <th>Active for</th><th>Message</th></tr>",
+        "<th>Field</th><th class=\"num\">Value</th><th>Active for</th>\
+         <th class=\"num\">Peak</th><th>Rule</th><th>Message</th></tr>",
     );
     for e in sorted {
         let _ = write!(b, "<tr class=\"{}\">", e.severity.as_str());
@@ -215,13 +221,13 @@ fn anomaly_table(b: &mut String, events: &[AnomalyEvent], now: TimeNs, with_sens
         }
         let _ = write!(
             b,
-            "<td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+            "<td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td>\
              <td>{}</td><td class=\"err\">{}</td></tr>",
             Esc(&e.field),
-            Esc(&e.rule),
             html::value(e.value),
-            html::value(e.peak_value),
             html::duration(now - e.raised_at),
+            html::value(e.peak_value),
+            Esc(&e.rule),
             Esc(&e.message),
         );
     }
@@ -251,8 +257,8 @@ fn source_table(b: &mut String, sources: &[SourceHealth], now: TimeNs) {
             Esc(&s.name),
             Esc(&s.kind),
             Esc(&s.state),
-            s.readings,
-            s.errors,
+            html::count(s.readings),
+            html::count(s.errors),
             last_success,
             Esc(s.last_error.as_deref().unwrap_or("")),
         );
@@ -277,11 +283,11 @@ fn store_list(b: &mut String, s: &StoreStats) {
         html::bytes(s.file_bytes),
         html::bytes(s.stored_bytes),
         html::bytes(s.max_bytes),
-        s.outbox_entries,
-        s.series,
-        s.raw_readings,
-        s.rollups,
-        s.events,
+        html::count(s.outbox_entries),
+        html::count(s.series),
+        html::count(s.raw_readings),
+        html::count(s.rollups),
+        html::count(s.events),
     );
 }
 
@@ -295,43 +301,45 @@ fn pipeline_list(b: &mut String, snapshot: &LiveSnapshot) {
         "<dl><dt>Readings</dt><dd>{}</dd><dt>Flagged</dt><dd>{} not finite, {} bad time</dd>\
          <dt>Late</dt><dd>{} corrected, {} dropped</dd><dt>Rollups</dt><dd>{}</dd>\
          <dt>Events</dt><dd>{} raised, {} cleared</dd><dt>Watermark</dt><dd>{}</dd></dl>",
-        c.readings,
-        c.not_finite,
-        c.time_suspect,
-        c.late_corrected,
-        c.late_dropped,
-        c.rollups,
-        c.events_raised,
-        c.events_cleared,
+        html::count(c.readings),
+        html::count(c.not_finite),
+        html::count(c.time_suspect),
+        html::count(c.late_corrected),
+        html::count(c.late_dropped),
+        html::count(c.rollups),
+        html::count(c.events_raised),
+        html::count(c.events_cleared),
         Esc(&watermark),
     );
 }
 
 /// One row per (sensor, field); the sensor and its source are named on its first row only.
+/// The source comes last so that on a phone the values are on screen without scrolling.
 fn sensor_table(b: &mut String, snapshot: &LiveSnapshot, now: TimeNs) {
     if snapshot.sensors.is_empty() {
         b.push_str("<p class=\"muted\">No readings yet.</p>");
         return;
     }
     b.push_str(
-        "<div class=\"scroll\"><table><tr><th>Sensor</th><th>Source</th><th>Field</th>\
+        "<div class=\"scroll\"><table><tr><th>Sensor</th><th>Field</th>\
          <th class=\"num\">Value</th><th>Age</th><th class=\"num\">Rolling avg</th>\
-         <th>Quality</th></tr>",
+         <th>Quality</th><th>Source</th></tr>",
     );
     for (id, sensor) in &snapshot.sensors {
         for (i, (name, f)) in sensor.fields.iter().enumerate() {
             if i == 0 {
                 let _ = write!(
                     b,
-                    "<tr><td><a href=\"{}\">{}</a></td><td>{}</td>",
+                    "<tr><td><a href=\"{}\">{}</a></td>",
                     sensor_href(id),
-                    Esc(id),
-                    Esc(&sensor.source)
+                    Esc(id)
                 );
             } else {
-                b.push_str("<tr><td></td><td></td>");
+                b.push_str("<tr><td></td>");
             }
             field_cells(b, name, f, now);
+            let source = if i == 0 { sensor.source.as_str() } else { "" };
+            let _ = write!(b, "<td class=\"muted\">{}</td></tr>", Esc(source));
         }
     }
     b.push_str("</table></div>");
@@ -341,7 +349,7 @@ fn field_cells(b: &mut String, name: &str, f: &crate::live::FieldState, now: Tim
     let _ = write!(
         b,
         "<td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td>\
-         <td class=\"muted\">{}</td></tr>",
+         <td class=\"muted\">{}</td>",
         Esc(name),
         html::value(f.value),
         html::age(now, f.time),
@@ -358,6 +366,7 @@ fn field_table(b: &mut String, sensor: &SensorState, now: TimeNs) {
     for (name, f) in &sensor.fields {
         b.push_str("<tr>");
         field_cells(b, name, f, now);
+        b.push_str("</tr>");
     }
     b.push_str("</table></div>");
 }
@@ -383,8 +392,8 @@ fn rollup_tables(b: &mut String, rollups: &[Rollup]) {
                 "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
                  <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
                  <td class=\"muted\">{}</td></tr>",
-                Esc(&format_time(r.start)),
-                s.count,
+                Esc(&html::clock(r.start)),
+                html::count(s.count),
                 html::value(s.mean()),
                 html::value(s.min),
                 html::value(s.max),
