@@ -55,7 +55,7 @@ pub struct WebState {
     pub store: Store,
     /// Encoded by `/metrics`; the store gauges are refreshed there, on demand.
     pub metrics: Arc<Metrics>,
-    /// Rollup window length, to show each rollup's end.
+    /// Rollup window length, shown next to the pipeline counters and the rollup tables.
     pub window_secs: u64,
     /// Timeout and concurrency limit.
     pub config: WebConfig,
@@ -102,9 +102,8 @@ type Shared = Arc<WebState>;
 
 /// The complete application: routes, error shaping and the hardening layers.
 pub fn router(state: WebState) -> Router {
-    let timeout = Duration::from_secs(state.config.request_timeout_secs.max(1));
-    let max_concurrent = state.config.max_concurrent_requests.max(1);
-    Router::new()
+    let config = state.config.clone();
+    let routes = Router::new()
         .route("/", get(page::status))
         .route("/sensors/{id}", get(page::sensor))
         .route("/healthz", get(healthz))
@@ -114,10 +113,20 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/sensors/{id}/rollups", get(api::rollups))
         .route("/api/v1/events", get(api::events))
         .fallback(not_found)
-        .with_state(Arc::new(state))
-        // Inner to outer: a request first waits for a slot, under the timeout, and every
-        // bare error status (405, 408, 404) gets its body last.
-        .layer(GlobalConcurrencyLimitLayer::new(max_concurrent))
+        .with_state(Arc::new(state));
+    harden(routes, &config)
+}
+
+/// Wraps every route (and the fallback) in the limits of `[web]` and the error shaping.
+/// Inner to outer: a request first waits for one of the shared slots, under the timeout, and
+/// every bare error status (405, 408, 404) gets its body last. The slots are global, not per
+/// route, so a burst on one path cannot starve the others beyond the configured total.
+fn harden(routes: Router, config: &WebConfig) -> Router {
+    let timeout = Duration::from_secs(config.request_timeout_secs.max(1));
+    routes
+        .layer(GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests.max(1),
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

@@ -87,7 +87,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
         }
     }
     b.push_str("</section><section><h2 id=\"pipeline\">Pipeline</h2>");
-    pipeline_list(&mut b, &snapshot);
+    pipeline_list(&mut b, &snapshot, state.window_secs);
     b.push_str("</section></div>");
 
     let _ = write!(
@@ -172,7 +172,11 @@ pub async fn sensor(
     let _ = write!(b, "<h2>Active anomalies ({})</h2>", active.len());
     anomaly_table(&mut b, &active, now, false);
 
-    b.push_str("<h2>Rollups of the last hour</h2>");
+    let _ = write!(
+        b,
+        "<h2>Rollups of the last hour <span class=\"muted\">({} s windows)</span></h2>",
+        state.window_secs
+    );
     rollups.sort_by(|a, b| (&a.series.field, a.start).cmp(&(&b.series.field, b.start)));
     rollup_tables(&mut b, &rollups);
 
@@ -291,7 +295,7 @@ fn store_list(b: &mut String, s: &StoreStats) {
     );
 }
 
-fn pipeline_list(b: &mut String, snapshot: &LiveSnapshot) {
+fn pipeline_list(b: &mut String, snapshot: &LiveSnapshot, window_secs: u64) {
     let c = &snapshot.counters;
     let watermark = snapshot
         .watermark
@@ -300,7 +304,8 @@ fn pipeline_list(b: &mut String, snapshot: &LiveSnapshot) {
         b,
         "<dl><dt>Readings</dt><dd>{}</dd><dt>Flagged</dt><dd>{} not finite, {} bad time</dd>\
          <dt>Late</dt><dd>{} corrected, {} dropped</dd><dt>Rollups</dt><dd>{}</dd>\
-         <dt>Events</dt><dd>{} raised, {} cleared</dd><dt>Watermark</dt><dd>{}</dd></dl>",
+         <dt>Events</dt><dd>{} raised, {} cleared</dd><dt>Watermark</dt><dd>{}</dd>\
+         <dt>Window</dt><dd>{window_secs} s</dd></dl>",
         html::count(c.readings),
         html::count(c.not_finite),
         html::count(c.time_suspect),
