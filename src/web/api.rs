@@ -22,8 +22,9 @@ use crate::store::{EventFilter, StoreStats};
 
 /// Default span of `/rollups` when `from` is not given.
 const DEFAULT_ROLLUP_SPAN_NS: i64 = 24 * 3_600 * NS_PER_SEC;
-/// Default and maximum `limit` of `/events`: the list stays bounded however long the history.
+/// `limit` of `/events` when not given.
 const DEFAULT_EVENT_LIMIT: usize = 1_000;
+/// Largest `limit` of `/events`: an answer stays bounded however long the history.
 const MAX_EVENT_LIMIT: usize = 10_000;
 
 /// An API error: the status and a message naming what was wrong.
@@ -80,19 +81,25 @@ fn params(
     known: &[&str],
 ) -> Result<BTreeMap<String, String>, ApiError> {
     let Query(pairs) = query?;
+    let mut seen = Vec::with_capacity(pairs.len());
     let mut out = BTreeMap::new();
     for (name, value) in pairs {
         if !known.contains(&name.as_str()) {
+            let expected = if known.is_empty() {
+                "this endpoint takes none".to_string()
+            } else {
+                format!("expected one of: {}", known.join(", "))
+            };
             return Err(ApiError::bad_request(format!(
-                "{name}: unknown query parameter (expected one of: {})",
-                known.join(", ")
+                "{name}: unknown query parameter ({expected})"
             )));
         }
-        if out.contains_key(&name) {
+        if seen.contains(&name) {
             return Err(ApiError::bad_request(format!(
                 "{name}: given more than once"
             )));
         }
+        seen.push(name.clone());
         if !value.is_empty() {
             out.insert(name, value);
         }
@@ -100,11 +107,13 @@ fn params(
     Ok(out)
 }
 
+/// An RFC 3339 time parameter. A `+` in an offset (`+01:00`) that a client forgot to
+/// percent-encode arrives as a space; since RFC 3339 has no space, it is read back as `+`.
 fn time_param(params: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
     params
         .get(name)
         .map(|s| {
-            parse_time(s)
+            parse_time(&s.replace(' ', "+"))
                 .ok_or_else(|| ApiError::bad_request(format!("{name}: not an RFC 3339 time")))
         })
         .transpose()

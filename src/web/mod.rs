@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -212,14 +212,11 @@ async fn shape_errors(request: Request, next: Next) -> Response {
     };
     let (shaped_parts, body) = shaped.into_parts();
     // Keep the original headers (for example `Allow` on a 405) and add the body's type.
-    if let Some(content_type) = shaped_parts.headers.get(header::CONTENT_TYPE) {
-        parts
+    parts.headers.extend(
+        shaped_parts
             .headers
-            .insert(header::CONTENT_TYPE, content_type.clone());
-    } else {
-        parts
-            .headers
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    }
+            .get(header::CONTENT_TYPE)
+            .map(|v| (header::CONTENT_TYPE, v.clone())),
+    );
     Response::from_parts(parts, body)
 }

@@ -389,6 +389,14 @@ async fn rollups_api_rejects_a_bad_from_with_400_naming_the_parameter() {
             .starts_with("form: unknown")
     );
 
+    // An unencoded `+` in an offset arrives as a space and is still understood.
+    let (status, body) = h
+        .json(
+            "/api/v1/sensors/p-101/rollups?from=2025-01-15T11:00:00+01:00&to=2025-01-15T10:01:00Z",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
     let to = format_time(t0());
     let (status, body) = h
         .json(&format!("/api/v1/sensors/p-101/rollups?from={to}&to={to}"))
@@ -462,6 +470,14 @@ async fn events_api_filters_by_active_and_sensor_newest_first() {
             .as_str()
             .unwrap()
             .starts_with("active:")
+    );
+    let (status, body) = h.json("/api/v1/events?sensor=&sensor=p-101").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("sensor: given more")
     );
     let (status, body) = h.json("/api/v1/events?limit=0").await;
     assert_eq!(status, 400);
