@@ -1,0 +1,409 @@
+//! The JSON API under `/api/v1`. Field names are an interface (DESIGN.md, "HTTP surface"):
+//! scripts rely on them, so they are spelled out in the view structs below rather than derived
+//! from internal types that may change. Times are RFC 3339 strings; absent times are `null`.
+//!
+//! Query parameters are checked strictly: an unknown, repeated or malformed parameter is a 400
+//! that names it, so a typo (`form=`) is reported instead of silently ignored. An empty value
+//! (`field=`) counts as absent, as the documented URL template leaves them empty.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::{ReadError, Shared};
+use crate::live::{FieldState, PipelineCounters, SensorState, SourceHealth};
+use crate::model::{AnomalyEvent, NS_PER_SEC, Rollup, format_time, now_ns, parse_time};
+use crate::store::{EventFilter, StoreStats};
+
+/// Default span of `/rollups` when `from` is not given.
+const DEFAULT_ROLLUP_SPAN_NS: i64 = 24 * 3_600 * NS_PER_SEC;
+/// `limit` of `/events` when not given.
+const DEFAULT_EVENT_LIMIT: usize = 1_000;
+/// Largest `limit` of `/events`: an answer stays bounded however long the history.
+const MAX_EVENT_LIMIT: usize = 10_000;
+
+/// An API error: the status and a message naming what was wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::bad_request(format!("query: {}", e.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::bad_request(format!("path: {}", e.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "status": self.status.as_u16(), "message": self.message }
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The query string as name → value, refusing names the endpoint does not know and names
+/// given twice. Empty values are dropped.
+fn params(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    known: &[&str],
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let Query(pairs) = query?;
+    let mut seen = Vec::with_capacity(pairs.len());
+    let mut out = BTreeMap::new();
+    for (name, value) in pairs {
+        if !known.contains(&name.as_str()) {
+            let expected = if known.is_empty() {
+                "this endpoint takes none".to_string()
+            } else {
+                format!("expected one of: {}", known.join(", "))
+            };
+            return Err(ApiError::bad_request(format!(
+                "{name}: unknown query parameter ({expected})"
+            )));
+        }
+        if seen.contains(&name) {
+            return Err(ApiError::bad_request(format!(
+                "{name}: given more than once"
+            )));
+        }
+        seen.push(name.clone());
+        if !value.is_empty() {
+            out.insert(name, value);
+        }
+    }
+    Ok(out)
+}
+
+/// An RFC 3339 time parameter. A `+` in an offset (`+01:00`) that a client forgot to
+/// percent-encode arrives as a space; since RFC 3339 has no space, it is read back as `+`.
+fn time_param(params: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+    params
+        .get(name)
+        .map(|s| {
+            parse_time(&s.replace(' ', "+"))
+                .ok_or_else(|| ApiError::bad_request(format!("{name}: not an RFC 3339 time")))
+        })
+        .transpose()
+}
+
+/// `Some` time as RFC 3339, for optional fields that serialize as `null`.
+fn opt_time(t: Option<i64>) -> Option<String> {
+    t.map(format_time)
+}
+
+#[derive(Serialize)]
+struct SourceView<'a> {
+    name: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    state: &'a str,
+    last_success: Option<String>,
+    readings: u64,
+    errors: u64,
+    last_error: Option<&'a str>,
+}
+
+impl<'a> From<&'a SourceHealth> for SourceView<'a> {
+    fn from(s: &'a SourceHealth) -> Self {
+        SourceView {
+            name: &s.name,
+            kind: &s.kind,
+            state: &s.state,
+            last_success: opt_time(s.last_success),
+            readings: s.readings,
+            errors: s.errors,
+            last_error: s.last_error.as_deref(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PipelineView<'a> {
+    counters: &'a PipelineCounters,
+    watermark: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusView<'a> {
+    gateway_id: &'a str,
+    version: &'a str,
+    uptime_secs: i64,
+    started_at: String,
+    time: String,
+    sources: Vec<SourceView<'a>>,
+    /// Forwarding sinks; none exist yet, the key is kept so scripts can rely on it.
+    sinks: Vec<serde_json::Value>,
+    /// `null` when the store could not be read; `store_error` then says why.
+    store: Option<StoreStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_error: Option<String>,
+    pipeline: PipelineView<'a>,
+    active_anomalies: usize,
+}
+
+/// `GET /api/v1/status`. A store failure does not fail the status: the rest is still worth
+/// reading when the disk is in trouble.
+pub async fn status(State(state): State<Shared>) -> Response {
+    let stats = state.read_store("stats", |s| s.stats()).await;
+    let snapshot = state.snapshot();
+    let sources = state.sources.snapshot();
+    let now = now_ns();
+    let (store, store_error) = match stats {
+        Ok(stats) => (Some(stats), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    Json(StatusView {
+        gateway_id: &state.gateway_id,
+        version: state.version,
+        uptime_secs: (now - state.started_at).max(0) / NS_PER_SEC,
+        started_at: format_time(state.started_at),
+        time: format_time(now),
+        sources: sources.iter().map(SourceView::from).collect(),
+        sinks: Vec::new(),
+        store,
+        store_error,
+        pipeline: PipelineView {
+            counters: &snapshot.counters,
+            watermark: opt_time(snapshot.watermark),
+        },
+        active_anomalies: snapshot.active_events.len(),
+    })
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct FieldView {
+    value: f64,
+    time: String,
+    rolling_avg: Option<f64>,
+    quality: Vec<&'static str>,
+}
+
+impl From<&FieldState> for FieldView {
+    fn from(f: &FieldState) -> Self {
+        FieldView {
+            value: f.value,
+            time: format_time(f.time),
+            rolling_avg: f.rolling_avg,
+            quality: f.quality.names(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SensorView<'a> {
+    id: &'a str,
+    source: &'a str,
+    fields: BTreeMap<&'a str, FieldView>,
+}
+
+impl<'a> SensorView<'a> {
+    fn new(id: &'a str, sensor: &'a SensorState) -> Self {
+        SensorView {
+            id,
+            source: &sensor.source,
+            fields: sensor
+                .fields
+                .iter()
+                .map(|(name, f)| (name.as_str(), FieldView::from(f)))
+                .collect(),
+        }
+    }
+}
+
+/// `GET /api/v1/sensors`: the live view of every sensor, ordered by id.
+pub async fn sensors(
+    State(state): State<Shared>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    params(query, &[])?;
+    let snapshot = state.snapshot();
+    let view: Vec<SensorView<'_>> = snapshot
+        .sensors
+        .iter()
+        .map(|(id, s)| SensorView::new(id, s))
+        .collect();
+    Ok(Json(view).into_response())
+}
+
+#[derive(Serialize)]
+struct RollupView<'a> {
+    field: &'a str,
+    start: String,
+    end: String,
+    count: u64,
+    mean: f64,
+    min: f64,
+    max: f64,
+    stddev: f64,
+    first: f64,
+    last: f64,
+    quality: Vec<&'static str>,
+}
+
+impl<'a> From<&'a Rollup> for RollupView<'a> {
+    fn from(r: &'a Rollup) -> Self {
+        RollupView {
+            field: &r.series.field,
+            start: format_time(r.start),
+            end: format_time(r.start.saturating_add(r.length_ns)),
+            count: r.stats.count,
+            mean: r.stats.mean(),
+            min: r.stats.min,
+            max: r.stats.max,
+            stddev: r.stats.stddev(),
+            first: r.stats.first,
+            last: r.stats.last,
+            quality: r.stats.quality.names(),
+        }
+    }
+}
+
+/// `GET /api/v1/sensors/{id}/rollups?field=&from=&to=`: stored rollups with
+/// `from <= start < to`, ordered by field then start. Defaults: the last 24 hours.
+pub async fn rollups(
+    State(state): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let params = params(query, &["field", "from", "to"])?;
+    let to = time_param(&params, "to")?.unwrap_or_else(now_ns);
+    let from = time_param(&params, "from")?.unwrap_or(to.saturating_sub(DEFAULT_ROLLUP_SPAN_NS));
+    if from >= to {
+        return Err(ApiError::bad_request("from: must be before to"));
+    }
+    let field = params.get("field").cloned();
+    let live = state.snapshot().sensors.contains_key(&id);
+    let sensor = id.clone();
+    let found = state
+        .read_store("rollups", move |store| {
+            let rollups = store.rollups(&sensor, field.as_deref(), from, to)?;
+            // Only an empty answer needs the (larger) series list to tell "unknown" apart.
+            let known = live
+                || !rollups.is_empty()
+                || store.series()?.iter().any(|(k, _)| *k.sensor == *sensor);
+            Ok(known.then_some(rollups))
+        })
+        .await?;
+    let Some(mut rollups) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("sensor {id:?} is unknown"),
+        ));
+    };
+    // The documented order, whatever order the store keeps its series ids in.
+    rollups.sort_by(|a, b| (&a.series.field, a.start).cmp(&(&b.series.field, b.start)));
+    let view: Vec<RollupView<'_>> = rollups.iter().map(RollupView::from).collect();
+    Ok(Json(view).into_response())
+}
+
+#[derive(Serialize)]
+pub(super) struct EventView<'a> {
+    id: u64,
+    sensor: &'a str,
+    field: &'a str,
+    rule: &'a str,
+    kind: &'a str,
+    severity: &'static str,
+    active: bool,
+    raised_at: String,
+    cleared_at: Option<String>,
+    value: f64,
+    score: f64,
+    peak_value: f64,
+    peak_score: f64,
+    peak_at: String,
+    message: &'a str,
+}
+
+impl<'a> From<&'a AnomalyEvent> for EventView<'a> {
+    fn from(e: &'a AnomalyEvent) -> Self {
+        EventView {
+            id: e.id,
+            sensor: &e.sensor,
+            field: &e.field,
+            rule: &e.rule,
+            kind: &e.kind,
+            severity: e.severity.as_str(),
+            active: e.is_active(),
+            raised_at: format_time(e.raised_at),
+            cleared_at: opt_time(e.cleared_at),
+            value: e.value,
+            score: e.score,
+            peak_value: e.peak_value,
+            peak_score: e.peak_score,
+            peak_at: format_time(e.peak_at),
+            message: &e.message,
+        }
+    }
+}
+
+/// `GET /api/v1/events?active=true|false&sensor=&limit=`: stored anomaly events, newest
+/// first, at most `limit` (default 1000, at most 10000).
+pub async fn events(
+    State(state): State<Shared>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = params(query, &["active", "sensor", "limit"])?;
+    let active = match params.get("active").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::bad_request("active: expected true or false")),
+    };
+    let limit = match params.get("limit") {
+        None => DEFAULT_EVENT_LIMIT,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_EVENT_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit: expected a whole number from 1 to {MAX_EVENT_LIMIT}"
+                )));
+            }
+        },
+    };
+    let filter = EventFilter {
+        active,
+        sensor: params.get("sensor").cloned(),
+        limit,
+    };
+    let events = state
+        .read_store("events", move |store| store.events(&filter))
+        .await?;
+    let view: Vec<EventView<'_>> = events.iter().map(EventView::from).collect();
+    Ok(Json(view).into_response())
+}

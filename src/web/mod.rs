@@ -1,0 +1,222 @@
+//! The web: the technicians' status page, the JSON API under `/api/v1`, `/healthz` and
+//! Prometheus `/metrics` (paths and JSON field names are an interface, see DESIGN.md).
+//!
+//! Invariants:
+//! - **The web never writes data.** It reads the live snapshot (a `watch` channel the pipeline
+//!   publishes), the source registry, and the store through its read methods only. Every route
+//!   is GET (HEAD follows); other methods get 405.
+//! - **Store reads never block the runtime**: each runs on `spawn_blocking`.
+//! - **Bounded**: at most `max_concurrent_requests` requests are served at once (more wait
+//!   for a slot), and a request that is not answered within `request_timeout_secs`, waiting
+//!   included, is answered 408.
+//! - **Errors have one shape**: under `/api/` every error is
+//!   `{"error": {"status": 400, "message": "..."}}`; elsewhere a small HTML page.
+
+mod api;
+mod html;
+mod page;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::WebConfig;
+use crate::live::{LiveSnapshot, SourceRegistry};
+use crate::metrics::Metrics;
+use crate::model::TimeNs;
+use crate::store::{Store, StoreError};
+
+/// Everything the web reads. Built once by the application and shared by all requests.
+pub struct WebState {
+    /// `gateway.id`, shown on every page so a technician knows which box they are looking at.
+    pub gateway_id: String,
+    /// The daemon's version (`env!("CARGO_PKG_VERSION")`), for support calls.
+    pub version: &'static str,
+    /// Wall clock at start-up, for the uptime.
+    pub started_at: TimeNs,
+    /// The pipeline's latest published view; read with a short borrow, never held.
+    pub live: watch::Receiver<Arc<LiveSnapshot>>,
+    /// Health of each configured source.
+    pub sources: SourceRegistry,
+    /// Read-only use: rollups, events, series and sizes.
+    pub store: Store,
+    /// Encoded by `/metrics`; the store gauges are refreshed there, on demand.
+    pub metrics: Arc<Metrics>,
+    /// Rollup window length, shown next to the pipeline counters and the rollup tables.
+    pub window_secs: u64,
+    /// Timeout and concurrency limit.
+    pub config: WebConfig,
+}
+
+impl WebState {
+    /// The latest live snapshot. Clones the `Arc` so the channel's lock is held only for the
+    /// copy, never while a page renders.
+    fn snapshot(&self) -> Arc<LiveSnapshot> {
+        self.live.borrow().clone()
+    }
+
+    /// Runs a blocking store read off the async runtime. A failure is counted in
+    /// `store_errors` and logged here, once, so every caller only has to present it.
+    async fn read_store<T, F>(&self, what: &'static str, f: F) -> Result<T, ReadError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let result = match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => ReadError::Store(e),
+            Err(e) => ReadError::Task(e),
+        };
+        self.metrics.store_errors.inc();
+        tracing::warn!(read = what, error = %result, "web store read failed");
+        Err(result)
+    }
+}
+
+/// Why a store read for a request failed.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blocking task panicked or the runtime is shutting down.
+    #[error("store read task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Shared handle the handlers receive.
+type Shared = Arc<WebState>;
+
+/// The complete application: routes, error shaping and the hardening layers.
+pub fn router(state: WebState) -> Router {
+    let config = state.config.clone();
+    let routes = Router::new()
+        .route("/", get(page::status))
+        .route("/sensors/{id}", get(page::sensor))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(api::status))
+        .route("/api/v1/sensors", get(api::sensors))
+        .route("/api/v1/sensors/{id}/rollups", get(api::rollups))
+        .route("/api/v1/events", get(api::events))
+        .fallback(not_found)
+        .with_state(Arc::new(state));
+    harden(routes, &config)
+}
+
+/// Wraps every route (and the fallback) in the limits of `[web]` and the error shaping.
+/// Inner to outer: a request first waits for one of the shared slots, under the timeout, and
+/// every bare error status (405, 408, 404) gets its body last. The slots are global, not per
+/// route, so a burst on one path cannot starve the others beyond the configured total.
+fn harden(routes: Router, config: &WebConfig) -> Router {
+    let timeout = Duration::from_secs(config.request_timeout_secs.max(1));
+    routes
+        .layer(GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests.max(1),
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(middleware::from_fn(shape_errors))
+}
+
+/// Serves the web on `listener` until `shutdown` is cancelled, then lets requests in flight
+/// finish (each is bounded by the request timeout) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: WebState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "web listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// `GET /healthz`: the process is up and answering.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /metrics`: refreshes the store gauges, which nothing else updates between scrapes,
+/// then encodes every metric. A failed store read leaves the gauges at their last values
+/// (and is counted in `store_errors`) rather than failing the scrape.
+async fn metrics(State(state): State<Shared>) -> Response {
+    if let Ok(stats) = state.read_store("stats", Store::stats).await {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        state.metrics.store_file_bytes.set(gauge(stats.file_bytes));
+        state
+            .metrics
+            .store_stored_bytes
+            .set(gauge(stats.stored_bytes));
+        state
+            .metrics
+            .outbox_entries
+            .set(gauge(stats.outbox_entries));
+    }
+    // prometheus-client's text encoder writes OpenMetrics (it ends with `# EOF`).
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Unknown paths: a bare 404 that [`shape_errors`] dresses for the API or for people.
+async fn not_found() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// Gives every error answer that has no body of its own (the router's 404 and 405, the
+/// timeout's 408) the same shape as the handlers' errors: JSON under `/api/`, HTML elsewhere.
+async fn shape_errors(request: Request, next: Next) -> Response {
+    let is_api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let message = match status {
+        StatusCode::NOT_FOUND => "no such path".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "only GET is served".to_string(),
+        StatusCode::REQUEST_TIMEOUT => "the request took too long".to_string(),
+        other => other.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let shaped = if is_api {
+        api::ApiError::new(status, message).into_response()
+    } else {
+        page::error_page(status, &message).into_response()
+    };
+    let (shaped_parts, body) = shaped.into_parts();
+    // Keep the original headers (for example `Allow` on a 405) and add the body's type.
+    parts.headers.extend(
+        shaped_parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| (header::CONTENT_TYPE, v.clone())),
+    );
+    Response::from_parts(parts, body)
+}
