@@ -22,11 +22,15 @@ const COMMIT_RECORDS: usize = 20_000;
 const START: TimeNs = 1_767_225_600 * NS_PER_SEC;
 
 fn config(store: &std::path::Path) -> Config {
-    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml")).unwrap();
+    let demo =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml")).unwrap();
     let text = demo
         .replace("./data/demo.redb", store.to_str().unwrap())
         .replace("sensors = 50", &format!("sensors = {SENSORS}"))
-        .replace("raw_retention_secs = 3_600", "raw_retention_secs = 315_360_000")
+        .replace(
+            "raw_retention_secs = 3_600",
+            "raw_retention_secs = 315_360_000",
+        )
         .replace("max_bytes = 268_435_456", "max_bytes = 68_719_476_736");
     config::load_str(&text).unwrap()
 }
@@ -45,7 +49,13 @@ fn batches(config: &Config, offset: TimeNs) -> Vec<Batch> {
 
 fn pipeline(config: &Config) -> Pipeline {
     let settings = Settings::from_config(config);
-    Pipeline::new(settings, RuleSet::compile(&config.rules).unwrap(), 1, Vec::new(), START)
+    Pipeline::new(
+        settings,
+        RuleSet::compile(&config.rules).unwrap(),
+        1,
+        Vec::new(),
+        START,
+    )
 }
 
 fn ingest_all(p: &mut Pipeline, batches: Vec<Batch>) -> usize {
@@ -66,7 +76,9 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(samples as u64));
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
 
     group.bench_function("window+detect", |b| {
         b.iter_batched(

@@ -62,7 +62,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let (store, next_event_id, active) = tokio::task::spawn_blocking(move || {
         let store = Store::open(&store_config)?;
         let next = store.next_event_id()?;
-        let active = store.events(&EventFilter { active: Some(true), ..EventFilter::default() })?;
+        let active = store.events(&EventFilter {
+            active: Some(true),
+            ..EventFilter::default()
+        })?;
         anyhow::Ok((store, next, active))
     })
     .await
@@ -77,10 +80,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let metrics = Arc::new(Metrics::new());
     let rules = RuleSet::compile(&config.rules).context("rules")?;
-    let pipeline = Pipeline::new(Settings::from_config(&config), rules, next_event_id, active, now_ns());
+    let pipeline = Pipeline::new(
+        Settings::from_config(&config),
+        rules,
+        next_event_id,
+        active,
+        now_ns(),
+    );
 
     let (store_tx, store_rx) = mpsc::channel::<WriteBatch>(STORE_CHANNEL_CAPACITY);
-    let writer = tokio::spawn(run_writer(store.clone(), store_rx, config.store.clone(), metrics.clone()));
+    let writer = tokio::spawn(run_writer(
+        store.clone(),
+        store_rx,
+        config.store.clone(),
+        metrics.clone(),
+    ));
 
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
     let (live_tx, live_rx) = watch::channel(Arc::new(LiveSnapshot::default()));
@@ -160,7 +174,10 @@ impl Running {
         self.pipeline.await.context("pipeline task panicked")?;
         self.writer.await.context("store writer panicked")?;
         self.web_stop.cancel();
-        self.web.await.context("web task panicked")?.context("web server")?;
+        self.web
+            .await
+            .context("web task panicked")?
+            .context("web server")?;
         Ok(())
     }
 }

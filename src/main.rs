@@ -15,7 +15,11 @@ use edgewatch::{app, config, telemetry};
 const EXIT_BAD_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "edgewatch", version, about = "Edge gateway daemon: acquire, aggregate, detect, store, forward")]
+#[command(
+    name = "edgewatch",
+    version,
+    about = "Edge gateway daemon: acquire, aggregate, detect, store, forward"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,7 +79,10 @@ fn main() -> ExitCode {
 }
 
 fn run(config: config::Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -128,7 +135,10 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 /// Resolves with the name of the first SIGTERM or SIGINT.
 async fn first_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop edgewatch with SIGKILL");
         return std::future::pending().await;
     };

@@ -7,8 +7,11 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. Safe to call once per process; later calls are ignored.
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Compact => builder.compact().try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

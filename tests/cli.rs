@@ -27,14 +27,18 @@ listen = "127.0.0.1:0"
 [[sources]]
 type = "sim"
 name = "sim"
-sensors = 2
 "#;
 
 #[test]
 fn validate_accepts_the_shipped_configs() {
     for file in ["config/demo.toml", "config/edgewatch.toml"] {
         let out = edgewatch(&["validate", "--config", file]);
-        assert_eq!(out.status.code(), Some(0), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
     }
 }
@@ -43,34 +47,70 @@ fn validate_accepts_the_shipped_configs() {
 fn validate_rejects_bad_configs_with_the_key_path_and_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("unknown key", format!("{GOOD}colour = \"red\"\n"), "sources[0].colour: unknown field"),
-        ("wrong type", format!("{GOOD}sensors = \"two\"\n"), "sources[0].sensors: invalid type"),
-        ("zero interval", format!("{GOOD}interval_ms = 0\n"), "sources[0].interval_ms: must be greater than 0"),
-        ("negative interval", format!("{GOOD}interval_ms = -1000\n"), "sources[0].interval_ms: "),
+        (
+            "unknown key",
+            format!("{GOOD}colour = \"red\"\n"),
+            "sources[0].colour: unknown field",
+        ),
+        (
+            "wrong type",
+            format!("{GOOD}sensors = \"two\"\n"),
+            "sources[0].sensors: invalid type",
+        ),
+        (
+            "zero interval",
+            format!("{GOOD}interval_ms = 0\n"),
+            "sources[0].interval_ms: must be greater than 0",
+        ),
+        (
+            "negative interval",
+            format!("{GOOD}interval_ms = -1000\n"),
+            "sources[0].interval_ms: ",
+        ),
         (
             "bad glob",
-            format!("{GOOD}[[rules]]\nmatch = \"sim-{{001/temperature\"\nkind = \"stuck\"\nraise_secs = 5\n"),
+            format!(
+                "{GOOD}[[rules]]\nmatch = \"sim-{{001/temperature\"\nkind = \"stuck\"\nraise_secs = 5\n"
+            ),
             "rules[0].match: bad glob",
         ),
-        ("bad address", GOOD.replace("127.0.0.1:0", "localhost"), "web.listen: "),
-        ("unknown section", format!("[cloud]\n{GOOD}"), "cloud: unknown key"),
+        (
+            "bad address",
+            GOOD.replace("127.0.0.1:0", "localhost"),
+            "web.listen: ",
+        ),
+        (
+            "unknown section",
+            format!("[cloud]\n{GOOD}"),
+            "cloud: unknown key",
+        ),
     ];
     for (what, text, expected) in cases {
         let path = write(dir.path(), "bad.toml", &text);
         let out = edgewatch(&["validate", "--config", &path]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{what}: {stderr}");
-        assert!(stderr.lines().any(|l| l.starts_with(expected)), "{what}: expected {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.lines().any(|l| l.starts_with(expected)),
+            "{what}: expected {expected:?} in:\n{stderr}"
+        );
     }
     let out = edgewatch(&["validate", "--config", "/nonexistent/edgewatch.toml"]);
     assert_eq!(out.status.code(), Some(64), "missing file");
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with("config: cannot read /nonexistent/edgewatch.toml"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("config: cannot read /nonexistent/edgewatch.toml")
+    );
 }
 
 #[test]
 fn validate_prints_every_problem_on_its_own_line() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "bad.toml", &format!("{GOOD}interval_ms = 0\nsensors = 0\n[pipeline]\nwindow_secs = 0\n"));
+    let path = write(
+        dir.path(),
+        "bad.toml",
+        &format!("{GOOD}interval_ms = 0\nsensors = 0\n[pipeline]\nwindow_secs = 0\n"),
+    );
     let out = edgewatch(&["validate", "--config", &path]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64));
@@ -79,7 +119,10 @@ fn validate_prints_every_problem_on_its_own_line() {
         "sources[0].interval_ms: must be greater than 0",
         "sources[0].sensors: must be greater than 0",
     ] {
-        assert!(stderr.lines().any(|l| l == expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.lines().any(|l| l == expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }
 
@@ -91,15 +134,24 @@ fn run_with_a_bad_config_exits_64_without_starting_anything() {
     let path = write(dir.path(), "bad.toml", &text);
     let out = edgewatch(&["run", "--config", &path]);
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("sources[0].interval_ms: must be greater than 0"));
-    assert!(!store.exists() && !store.parent().unwrap().exists(), "nothing may be created");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("sources[0].interval_ms: must be greater than 0")
+    );
+    assert!(
+        !store.exists() && !store.parent().unwrap().exists(),
+        "nothing may be created"
+    );
 }
 
 #[test]
 fn version_is_printed() {
     let out = edgewatch(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("edgewatch {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("edgewatch {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]

@@ -47,10 +47,16 @@ realtime = false
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    assert!(child.try_wait().unwrap().is_none(), "daemon died under load");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "daemon died under load"
+    );
 
     let signalled = Instant::now();
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
@@ -64,7 +70,10 @@ realtime = false
     };
     let took = signalled.elapsed();
     assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
-    assert!(took < Duration::from_secs(10), "took {took:?}, beyond the 10 s deadline");
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}, beyond the 10 s deadline"
+    );
 
     let store = Store::open(&StoreConfig {
         path: store_path,
@@ -73,15 +82,29 @@ realtime = false
     })
     .unwrap();
     let stats = store.stats().unwrap();
-    assert!(stats.raw_readings > 10_000, "load too small to mean anything: {stats:?}");
+    assert!(
+        stats.raw_readings > 10_000,
+        "load too small to mean anything: {stats:?}"
+    );
     let mut in_rollups = 0;
     for (series, _source) in store.series().unwrap() {
-        let rollups = store.rollups(&series.sensor, Some(&series.field), i64::MIN, i64::MAX).unwrap();
+        let rollups = store
+            .rollups(&series.sensor, Some(&series.field), i64::MIN, i64::MAX)
+            .unwrap();
         let raw = store.raw(&series, i64::MIN, i64::MAX, usize::MAX).unwrap();
         let counted: u64 = rollups.iter().map(|r| r.stats.count).sum();
-        assert_eq!(counted, raw.len() as u64, "{series}: rollup counts vs raw readings");
+        assert_eq!(
+            counted,
+            raw.len() as u64,
+            "{series}: rollup counts vs raw readings"
+        );
         in_rollups += counted;
     }
-    assert_eq!(in_rollups, stats.raw_readings, "every raw reading is inside a stored rollup");
-    eprintln!("SIGTERM after 3 s of load: exit 0 in {took:?}, {in_rollups} readings stored and rolled up");
+    assert_eq!(
+        in_rollups, stats.raw_readings,
+        "every raw reading is inside a stored rollup"
+    );
+    eprintln!(
+        "SIGTERM after 3 s of load: exit 0 in {took:?}, {in_rollups} readings stored and rolled up"
+    );
 }

@@ -122,7 +122,10 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
     let shutdown = optional_section::<ShutdownConfig>("shutdown", take("shutdown"), &mut problems);
     let sources = match take("sources") {
         None => {
-            problems.push(Problem::new("sources", "at least one [[sources]] entry is required"));
+            problems.push(Problem::new(
+                "sources",
+                "at least one [[sources]] entry is required",
+            ));
             Vec::new()
         }
         some => entries("sources", some, &mut problems, source),
@@ -198,7 +201,12 @@ fn clean_reason(msg: &str) -> String {
 type EntryParser<T> = fn(&str, Map<String, Value>, &mut Vec<Problem>) -> Option<T>;
 
 /// Deserializes an array of tables (`[[sources]]`), each through `parse`.
-fn entries<T>(name: &str, value: Option<Value>, problems: &mut Vec<Problem>, parse: EntryParser<T>) -> Vec<T> {
+fn entries<T>(
+    name: &str,
+    value: Option<Value>,
+    problems: &mut Vec<Problem>,
+    parse: EntryParser<T>,
+) -> Vec<T> {
     let Some(value) = value else {
         return Vec::new();
     };

@@ -33,7 +33,10 @@ fn every_shipped_config_file_loads() {
             seen += 1;
         }
     }
-    assert!(seen >= 2, "config/ should hold the reference and the demo config");
+    assert!(
+        seen >= 2,
+        "config/ should hold the reference and the demo config"
+    );
 }
 
 #[test]
@@ -52,9 +55,15 @@ fn environment_overrides_nested_keys() {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, MINIMAL).unwrap();
     let env = BTreeMap::from([
-        ("EDGEWATCH__WEB__LISTEN".to_string(), "127.0.0.1:9000".to_string()),
+        (
+            "EDGEWATCH__WEB__LISTEN".to_string(),
+            "127.0.0.1:9000".to_string(),
+        ),
         ("EDGEWATCH__STORE__PATH".to_string(), "./x.redb".to_string()),
-        ("EDGEWATCH__PIPELINE__WINDOW_SECS".to_string(), "30".to_string()),
+        (
+            "EDGEWATCH__PIPELINE__WINDOW_SECS".to_string(),
+            "30".to_string(),
+        ),
         ("EDGEWATCH__GATEWAY__ID".to_string(), "007".to_string()),
     ]);
     let c = load_with_env(&path, Some(env)).unwrap();
@@ -66,23 +75,47 @@ fn environment_overrides_nested_keys() {
 
 #[test]
 fn unknown_keys_are_rejected_with_their_path() {
-    let p = problems(&format!("{MINIMAL}\n[web]\nlisten = \"127.0.0.1:1\"\nport = 3\n[telemetry]\n"));
-    assert!(p.iter().any(|l| l.starts_with("web.port: unknown field")), "{p:?}");
-    assert!(p.iter().any(|l| l.starts_with("telemetry: unknown key")), "{p:?}");
+    let p = problems(&format!(
+        "{MINIMAL}\n[web]\nlisten = \"127.0.0.1:1\"\nport = 3\n[telemetry]\n"
+    ));
+    assert!(
+        p.iter().any(|l| l.starts_with("web.port: unknown field")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|l| l.starts_with("telemetry: unknown key")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn unknown_key_inside_a_source_names_the_entry() {
     let p = problems(&format!("{MINIMAL}sensor = 5\n"));
-    assert!(p.iter().any(|l| l.starts_with("sources[0].sensor: unknown field")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("sources[0].sensor: unknown field")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn wrong_types_are_rejected_with_their_path() {
-    let p = problems(&format!("{MINIMAL}sensors = \"many\"\n[pipeline]\nwindow_secs = [60]\n"));
-    assert!(p.iter().any(|l| l.starts_with("sources[0].sensors: ")), "{p:?}");
-    assert!(p.iter().any(|l| l.starts_with("pipeline.window_secs: ")), "{p:?}");
-    assert_eq!(p.len(), 2, "a source that fails to parse is not also reported missing: {p:?}");
+    let p = problems(&format!(
+        "{MINIMAL}sensors = \"many\"\n[pipeline]\nwindow_secs = [60]\n"
+    ));
+    assert!(
+        p.iter().any(|l| l.starts_with("sources[0].sensors: ")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|l| l.starts_with("pipeline.window_secs: ")),
+        "{p:?}"
+    );
+    assert_eq!(
+        p.len(),
+        2,
+        "a source that fails to parse is not also reported missing: {p:?}"
+    );
 }
 
 #[test]
@@ -90,19 +123,31 @@ fn zero_and_negative_intervals_are_rejected() {
     let zero = problems(&format!("{MINIMAL}interval_ms = 0\n"));
     assert_eq!(zero, vec!["sources[0].interval_ms: must be greater than 0"]);
     let negative = problems(&format!("{MINIMAL}interval_ms = -5\n"));
-    assert!(negative[0].starts_with("sources[0].interval_ms: "), "{negative:?}");
+    assert!(
+        negative[0].starts_with("sources[0].interval_ms: "),
+        "{negative:?}"
+    );
 }
 
 #[test]
 fn bad_glob_is_rejected_with_the_rule_path() {
-    let p = problems(&format!("{MINIMAL}[[rules]]\nmatch = \"*/[temp\"\nkind = \"stuck\"\nraise_secs = 5\n"));
-    assert!(p.iter().any(|l| l.starts_with("rules[0].match: bad glob")), "{p:?}");
+    let p = problems(&format!(
+        "{MINIMAL}[[rules]]\nmatch = \"*/[temp\"\nkind = \"stuck\"\nraise_secs = 5\n"
+    ));
+    assert!(
+        p.iter().any(|l| l.starts_with("rules[0].match: bad glob")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn missing_file_is_reported() {
     let err = load(Path::new("/nonexistent/edgewatch.toml")).unwrap_err();
-    assert!(err.to_string().starts_with("config: cannot read /nonexistent/edgewatch.toml"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("config: cannot read /nonexistent/edgewatch.toml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -131,14 +176,20 @@ kind = "limit"
         "sources[1].type: unknown source type `modem` (expected one of: sim)",
         "rules[0].max: a limit rule needs `max`, `min` or both",
     ] {
-        assert!(p.iter().any(|l| l == expected), "missing {expected:?} in {p:?}");
+        assert!(
+            p.iter().any(|l| l == expected),
+            "missing {expected:?} in {p:?}"
+        );
     }
 }
 
 #[test]
 fn missing_gateway_id_and_source_are_reported() {
     let p = problems("[web]\nlisten = \"127.0.0.1:1\"\n");
-    assert!(p.iter().any(|l| l.starts_with("gateway.id: missing")), "{p:?}");
+    assert!(
+        p.iter().any(|l| l.starts_with("gateway.id: missing")),
+        "{p:?}"
+    );
 }
 
 #[test]

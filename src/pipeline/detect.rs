@@ -98,17 +98,31 @@ struct Eval {
 #[derive(Clone, Debug)]
 enum Memory {
     Limit,
-    Rate { last: Option<(TimeNs, f64)> },
-    Zscore { baseline: Rolling },
-    Stuck { run: Option<(TimeNs, f64)> },
-    Silent { last_arrival: Option<TimeNs>, last_value: f64 },
+    Rate {
+        last: Option<(TimeNs, f64)>,
+    },
+    Zscore {
+        baseline: Rolling,
+    },
+    Stuck {
+        run: Option<(TimeNs, f64)>,
+    },
+    Silent {
+        last_arrival: Option<TimeNs>,
+        last_value: f64,
+    },
 }
 
 #[derive(Clone, Debug)]
 enum Episode {
     Idle,
-    Pending { since: TimeNs },
-    Active { event: Box<AnomalyEvent>, clear_since: Option<TimeNs> },
+    Pending {
+        since: TimeNs,
+    },
+    Active {
+        event: Box<AnomalyEvent>,
+        clear_since: Option<TimeNs>,
+    },
 }
 
 /// One rule applied to one series.
@@ -177,9 +191,15 @@ impl Detector {
     ) -> Option<AnomalyEvent> {
         let active = matches!(self.episode, Episode::Active { .. });
         let (eval, at) = match (&self.rule.kind, &mut self.memory) {
-            (RuleKind::Limit { min, min_clear, max, max_clear }, _) => {
-                (limit(value, *min, *min_clear, *max, *max_clear), t)
-            }
+            (
+                RuleKind::Limit {
+                    min,
+                    min_clear,
+                    max,
+                    max_clear,
+                },
+                _,
+            ) => (limit(value, *min, *min_clear, *max, *max_clear), t),
             (RuleKind::Rate { raise, clear }, Memory::Rate { last }) => {
                 let prev = last.replace((t, value));
                 match prev {
@@ -191,9 +211,19 @@ impl Detector {
                     _ => return None,
                 }
             }
-            (RuleKind::Zscore { raise, clear, min_samples, .. }, Memory::Zscore { baseline }) => {
+            (
+                RuleKind::Zscore {
+                    raise,
+                    clear,
+                    min_samples,
+                    ..
+                },
+                Memory::Zscore { baseline },
+            ) => {
                 let eval = match (baseline.mean(), baseline.stddev()) {
-                    (Some(mean), Some(sd)) if baseline.len() >= *min_samples as usize && sd > 1e-12 => {
+                    (Some(mean), Some(sd))
+                        if baseline.len() >= *min_samples as usize && sd > 1e-12 =>
+                    {
                         Some(above((value - mean).abs() / sd, *raise, *clear))
                     }
                     _ => None,
@@ -208,24 +238,55 @@ impl Detector {
                     None => return None,
                 }
             }
-            (RuleKind::Stuck { raise_secs, tolerance }, Memory::Stuck { run }) => {
+            (
+                RuleKind::Stuck {
+                    raise_secs,
+                    tolerance,
+                },
+                Memory::Stuck { run },
+            ) => {
                 let eval = match run {
                     Some((start, v0)) if (value - *v0).abs() <= *tolerance => {
                         let stuck_for = (t - *start) as f64 / NS_PER_SEC as f64;
-                        let level = if stuck_for >= *raise_secs { Level::Raise } else { Level::Band };
-                        Eval { level, score: stuck_for, magnitude: stuck_for }
+                        let level = if stuck_for >= *raise_secs {
+                            Level::Raise
+                        } else {
+                            Level::Band
+                        };
+                        Eval {
+                            level,
+                            score: stuck_for,
+                            magnitude: stuck_for,
+                        }
                     }
                     _ => {
                         *run = Some((t, value));
-                        Eval { level: Level::Clear, score: 0.0, magnitude: 0.0 }
+                        Eval {
+                            level: Level::Clear,
+                            score: 0.0,
+                            magnitude: 0.0,
+                        }
                     }
                 };
                 (eval, t)
             }
-            (RuleKind::Silent { .. }, Memory::Silent { last_arrival, last_value }) => {
+            (
+                RuleKind::Silent { .. },
+                Memory::Silent {
+                    last_arrival,
+                    last_value,
+                },
+            ) => {
                 *last_arrival = Some(now);
                 *last_value = value;
-                (Eval { level: Level::Clear, score: 0.0, magnitude: 0.0 }, now)
+                (
+                    Eval {
+                        level: Level::Clear,
+                        score: 0.0,
+                        magnitude: 0.0,
+                    },
+                    now,
+                )
             }
             _ => unreachable!("detector memory always matches its rule kind"),
         };
@@ -233,9 +294,19 @@ impl Detector {
     }
 
     /// Advances gateway time for the `silent` rule; other rules ignore it.
-    pub fn tick(&mut self, key: &SeriesKey, now: TimeNs, next_id: &mut u64) -> Option<AnomalyEvent> {
-        let (RuleKind::Silent { raise_secs }, Memory::Silent { last_arrival, last_value }) =
-            (&self.rule.kind, &self.memory)
+    pub fn tick(
+        &mut self,
+        key: &SeriesKey,
+        now: TimeNs,
+        next_id: &mut u64,
+    ) -> Option<AnomalyEvent> {
+        let (
+            RuleKind::Silent { raise_secs },
+            Memory::Silent {
+                last_arrival,
+                last_value,
+            },
+        ) = (&self.rule.kind, &self.memory)
         else {
             return None;
         };
@@ -245,12 +316,23 @@ impl Detector {
             return None;
         }
         let value = *last_value;
-        let eval = Eval { level: Level::Raise, score: gap, magnitude: gap };
+        let eval = Eval {
+            level: Level::Raise,
+            score: gap,
+            magnitude: gap,
+        };
         self.step(key, eval, now, value, next_id)
     }
 
     /// The episode machine shared by all kinds.
-    fn step(&mut self, key: &SeriesKey, eval: Eval, t: TimeNs, value: f64, next_id: &mut u64) -> Option<AnomalyEvent> {
+    fn step(
+        &mut self,
+        key: &SeriesKey,
+        eval: Eval,
+        t: TimeNs,
+        value: f64,
+        next_id: &mut u64,
+    ) -> Option<AnomalyEvent> {
         match (&mut self.episode, eval.level) {
             (Episode::Idle, Level::Raise) if self.rule.min_duration <= 0 => {
                 Some(self.raise(key, eval, t, value, next_id))
@@ -273,7 +355,9 @@ impl Detector {
             }
             (Episode::Active { event, clear_since }, Level::Raise | Level::Band) => {
                 *clear_since = None;
-                if eval.level == Level::Raise && eval.magnitude > peak_magnitude(&self.rule.kind, event) {
+                if eval.level == Level::Raise
+                    && eval.magnitude > peak_magnitude(&self.rule.kind, event)
+                {
                     event.peak_score = eval.score;
                     event.peak_value = value;
                     event.peak_at = t;
@@ -293,7 +377,14 @@ impl Detector {
         }
     }
 
-    fn raise(&mut self, key: &SeriesKey, eval: Eval, t: TimeNs, value: f64, next_id: &mut u64) -> AnomalyEvent {
+    fn raise(
+        &mut self,
+        key: &SeriesKey,
+        eval: Eval,
+        t: TimeNs,
+        value: f64,
+        next_id: &mut u64,
+    ) -> AnomalyEvent {
         let id = *next_id;
         *next_id += 1;
         let event = AnomalyEvent {
@@ -320,7 +411,13 @@ impl Detector {
     }
 }
 
-fn limit(v: f64, min: Option<f64>, min_clear: Option<f64>, max: Option<f64>, max_clear: Option<f64>) -> Eval {
+fn limit(
+    v: f64,
+    min: Option<f64>,
+    min_clear: Option<f64>,
+    max: Option<f64>,
+    max_clear: Option<f64>,
+) -> Eval {
     let over = max.map_or(f64::NEG_INFINITY, |m| v - m);
     let under = min.map_or(f64::NEG_INFINITY, |m| m - v);
     let magnitude = over.max(under);
@@ -333,7 +430,11 @@ fn limit(v: f64, min: Option<f64>, min_clear: Option<f64>, max: Option<f64>, max
     } else {
         Level::Band
     };
-    Eval { level, score: v, magnitude }
+    Eval {
+        level,
+        score: v,
+        magnitude,
+    }
 }
 
 fn above(score: f64, raise: f64, clear: f64) -> Eval {
@@ -344,14 +445,19 @@ fn above(score: f64, raise: f64, clear: f64) -> Eval {
     } else {
         Level::Band
     };
-    Eval { level, score, magnitude: score }
+    Eval {
+        level,
+        score,
+        magnitude: score,
+    }
 }
 
 fn peak_magnitude(kind: &RuleKind, event: &AnomalyEvent) -> f64 {
     match kind {
         RuleKind::Limit { min, max, .. } => {
             let v = event.peak_value;
-            max.map_or(f64::NEG_INFINITY, |m| v - m).max(min.map_or(f64::NEG_INFINITY, |m| m - v))
+            max.map_or(f64::NEG_INFINITY, |m| v - m)
+                .max(min.map_or(f64::NEG_INFINITY, |m| m - v))
         }
         _ => event.peak_score,
     }
@@ -368,7 +474,9 @@ fn message(kind: &RuleKind, key: &SeriesKey, value: f64, score: f64) -> String {
         RuleKind::Rate { raise, .. } => {
             format!("{field} changing at {score:.3}/s, faster than {raise}/s")
         }
-        RuleKind::Zscore { raise, window_secs, .. } => format!(
+        RuleKind::Zscore {
+            raise, window_secs, ..
+        } => format!(
             "{field} {value:.3} is {score:.1} standard deviations from its {window_secs} s mean (limit {raise})"
         ),
         RuleKind::Stuck { raise_secs, .. } => {
@@ -411,7 +519,12 @@ mod tests {
     }
 
     fn limit_max(max: f64, max_clear: f64) -> RuleKind {
-        RuleKind::Limit { min: None, min_clear: None, max: Some(max), max_clear: Some(max_clear) }
+        RuleKind::Limit {
+            min: None,
+            min_clear: None,
+            max: Some(max),
+            max_clear: Some(max_clear),
+        }
     }
 
     #[test]
@@ -444,20 +557,33 @@ mod tests {
         assert!(run(&mut d, &[90.0, 101.0, 102.0, 90.0, 101.0, 90.0]).is_empty());
         let mut d = Detector::new(rule(limit_max(100.0, 95.0), 3.0, 0.0));
         let events = run(&mut d, &[90.0, 101.0, 102.0, 103.0, 104.0, 90.0]);
-        assert_eq!(events[0].raised_at, 4 * S, "raised once the condition held 3 s");
+        assert_eq!(
+            events[0].raised_at,
+            4 * S,
+            "raised once the condition held 3 s"
+        );
     }
 
     #[test]
     fn holdoff_requires_the_clear_condition_to_last() {
         let mut d = Detector::new(rule(limit_max(100.0, 95.0), 0.0, 3.0));
         let events = run(&mut d, &[101.0, 90.0, 90.0, 101.0, 90.0, 90.0, 90.0, 90.0]);
-        assert_eq!(events.len(), 2, "the dip at 1-2 s is shorter than the hold-off: {events:?}");
+        assert_eq!(
+            events.len(),
+            2,
+            "the dip at 1-2 s is shorter than the hold-off: {events:?}"
+        );
         assert_eq!(events[1].cleared_at, Some(7 * S));
     }
 
     #[test]
     fn low_limit_raises_below_min_and_clears_above_min_clear() {
-        let kind = RuleKind::Limit { min: Some(10.0), min_clear: Some(12.0), max: None, max_clear: None };
+        let kind = RuleKind::Limit {
+            min: Some(10.0),
+            min_clear: Some(12.0),
+            max: None,
+            max_clear: None,
+        };
         let mut d = Detector::new(rule(kind, 0.0, 0.0));
         let events = run(&mut d, &[15.0, 9.0, 11.0, 9.5, 12.0]);
         assert_eq!(events.len(), 2);
@@ -467,7 +593,14 @@ mod tests {
 
     #[test]
     fn rate_of_change_raises_on_a_jump() {
-        let mut d = Detector::new(rule(RuleKind::Rate { raise: 1.0, clear: 0.5 }, 0.0, 0.0));
+        let mut d = Detector::new(rule(
+            RuleKind::Rate {
+                raise: 1.0,
+                clear: 0.5,
+            },
+            0.0,
+            0.0,
+        ));
         let events = run(&mut d, &[3.0, 3.1, 3.0, 6.0, 6.1, 6.0, 6.05]);
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].raised_at, 3 * S);
@@ -476,20 +609,36 @@ mod tests {
 
     #[test]
     fn zscore_raises_on_an_outlier_and_clears_when_values_return() {
-        let kind = RuleKind::Zscore { window_secs: 60.0, raise: 5.0, clear: 2.0, min_samples: 20 };
+        let kind = RuleKind::Zscore {
+            window_secs: 60.0,
+            raise: 5.0,
+            clear: 2.0,
+            min_samples: 20,
+        };
         let mut d = Detector::new(rule(kind, 0.0, 0.0));
-        let mut values: Vec<f64> = (0..40).map(|i| 1.0 + if i % 2 == 0 { 0.01 } else { -0.01 }).collect();
+        let mut values: Vec<f64> = (0..40)
+            .map(|i| 1.0 + if i % 2 == 0 { 0.01 } else { -0.01 })
+            .collect();
         values.extend([3.0, 3.0, 3.0, 3.0]);
         values.extend((0..5).map(|i| 1.0 + if i % 2 == 0 { 0.01 } else { -0.01 }));
         let events = run(&mut d, &values);
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(events[0].raised_at, 40 * S);
-        assert_eq!(events[1].cleared_at, Some(44 * S), "frozen baseline: clears when values return");
+        assert_eq!(
+            events[1].cleared_at,
+            Some(44 * S),
+            "frozen baseline: clears when values return"
+        );
     }
 
     #[test]
     fn zscore_waits_for_min_samples() {
-        let kind = RuleKind::Zscore { window_secs: 60.0, raise: 3.0, clear: 2.0, min_samples: 30 };
+        let kind = RuleKind::Zscore {
+            window_secs: 60.0,
+            raise: 3.0,
+            clear: 2.0,
+            min_samples: 30,
+        };
         let mut d = Detector::new(rule(kind, 0.0, 0.0));
         let mut values: Vec<f64> = (0..10).map(|i| (i % 2) as f64).collect();
         values.push(100.0);
@@ -498,7 +647,14 @@ mod tests {
 
     #[test]
     fn stuck_value_raises_after_the_duration_and_clears_on_change() {
-        let mut d = Detector::new(rule(RuleKind::Stuck { raise_secs: 5.0, tolerance: 0.0 }, 0.0, 0.0));
+        let mut d = Detector::new(rule(
+            RuleKind::Stuck {
+                raise_secs: 5.0,
+                tolerance: 0.0,
+            },
+            0.0,
+            0.0,
+        ));
         let mut values = vec![1.0, 2.0];
         values.extend([7.0; 8]);
         values.push(7.5);
@@ -517,7 +673,9 @@ mod tests {
         let raised = d.tick(&key(), 11 * S, &mut id).expect("raised");
         assert_eq!((raised.id, raised.raised_at), (7, 11 * S));
         assert!(d.tick(&key(), 20 * S, &mut id).is_none(), "raised once");
-        let cleared = d.observe(&key(), 21 * S, 1.0, 21 * S, &mut id).expect("cleared");
+        let cleared = d
+            .observe(&key(), 21 * S, 1.0, 21 * S, &mut id)
+            .expect("cleared");
         assert_eq!((cleared.id, cleared.cleared_at), (7, Some(21 * S)));
         assert_eq!(id, 8);
     }
@@ -542,11 +700,24 @@ mod tests {
             severity: Severity::Critical,
             min_duration_secs: 0.0,
             holdoff_secs: 0.0,
-            kind: RuleKind::Stuck { raise_secs: 1.0, tolerance: 0.0 },
+            kind: RuleKind::Stuck {
+                raise_secs: 1.0,
+                tolerance: 0.0,
+            },
         }];
         let set = RuleSet::compile(&configs).unwrap();
-        assert_eq!(set.detectors_for(&SeriesKey::new("press-1", "vibration")).len(), 1);
-        assert!(set.detectors_for(&SeriesKey::new("press-1", "temperature")).is_empty());
-        assert!(set.detectors_for(&SeriesKey::new("pump-1", "vibration")).is_empty());
+        assert_eq!(
+            set.detectors_for(&SeriesKey::new("press-1", "vibration"))
+                .len(),
+            1
+        );
+        assert!(
+            set.detectors_for(&SeriesKey::new("press-1", "temperature"))
+                .is_empty()
+        );
+        assert!(
+            set.detectors_for(&SeriesKey::new("pump-1", "vibration"))
+                .is_empty()
+        );
     }
 }

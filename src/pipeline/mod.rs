@@ -22,7 +22,9 @@ pub use rolling::Rolling;
 pub use window::{Placement, Windows};
 
 use crate::live::{FieldState, LiveSnapshot, PipelineCounters, SensorState};
-use crate::model::{AnomalyEvent, Batch, NS_PER_SEC, Quality, Reading, Rollup, SeriesKey, Stats, TimeNs};
+use crate::model::{
+    AnomalyEvent, Batch, NS_PER_SEC, Quality, Reading, Rollup, SeriesKey, Stats, TimeNs,
+};
 use crate::store::WriteBatch;
 
 /// 2000-01-01T00:00:00Z: readings stamped earlier come from a gateway without a real clock.
@@ -87,11 +89,15 @@ impl Pipeline {
         active: Vec<AnomalyEvent>,
         now: TimeNs,
     ) -> Self {
-        let (active, orphans): (Vec<_>, Vec<_>) = active.into_iter().partition(|e| rules.has_rule(&e.rule));
+        let (active, orphans): (Vec<_>, Vec<_>) =
+            active.into_iter().partition(|e| rules.has_rule(&e.rule));
         let mut out = WriteBatch::default();
         for mut e in orphans {
             e.cleared_at = Some(now);
-            e.message = format!("{} (cleared at start-up: rule `{}` is no longer configured)", e.message, e.rule);
+            e.message = format!(
+                "{} (cleared at start-up: rule `{}` is no longer configured)",
+                e.message, e.rule
+            );
             out.events.push(e);
         }
         Pipeline {
@@ -124,7 +130,10 @@ impl Pipeline {
         let mut detectors = self.rules.detectors_for(key);
         self.restored.retain(|e| {
             let matching = e.sensor == *key.sensor && e.field == *key.field;
-            match detectors.iter_mut().find(|d| matching && d.rule().name == e.rule) {
+            match detectors
+                .iter_mut()
+                .find(|d| matching && d.rule().name == e.rule)
+            {
                 Some(d) => {
                     d.restore(e.clone());
                     false
@@ -173,7 +182,8 @@ impl Pipeline {
             Placement::Open => {}
             Placement::Late { start } => {
                 r.quality.insert(Quality::LATE);
-                let horizon = self.windows.watermark().unwrap_or(r.time) - self.settings.rollup_retention_ns;
+                let horizon =
+                    self.windows.watermark().unwrap_or(r.time) - self.settings.rollup_retention_ns;
                 if start < horizon {
                     self.counters.late_dropped += 1;
                 } else {
@@ -251,19 +261,29 @@ impl Pipeline {
             ..LiveSnapshot::default()
         };
         for s in &self.series {
-            let sensor = snap.sensors.entry(s.key.sensor.to_string()).or_insert_with(|| SensorState {
-                source: s.source.to_string(),
-                ..SensorState::default()
-            });
+            let sensor = snap
+                .sensors
+                .entry(s.key.sensor.to_string())
+                .or_insert_with(|| SensorState {
+                    source: s.source.to_string(),
+                    ..SensorState::default()
+                });
             if let Some((time, value, quality)) = s.latest {
                 sensor.fields.insert(
                     s.key.field.to_string(),
-                    FieldState { value, time, quality, rolling_avg: s.rolling.mean() },
+                    FieldState {
+                        value,
+                        time,
+                        quality,
+                        rolling_avg: s.rolling.mean(),
+                    },
                 );
             }
-            snap.active_events.extend(s.detectors.iter().filter_map(|d| d.active().cloned()));
+            snap.active_events
+                .extend(s.detectors.iter().filter_map(|d| d.active().cloned()));
         }
-        snap.active_events.sort_by(|a, b| b.raised_at.cmp(&a.raised_at).then(b.id.cmp(&a.id)));
+        snap.active_events
+            .sort_by(|a, b| b.raised_at.cmp(&a.raised_at).then(b.id.cmp(&a.id)));
         snap
     }
 }

@@ -32,7 +32,14 @@ pub struct PipelineTask {
 
 impl PipelineTask {
     pub async fn run(self) {
-        let PipelineTask { mut pipeline, mut input, output, live, metrics, snapshot_interval } = self;
+        let PipelineTask {
+            mut pipeline,
+            mut input,
+            output,
+            live,
+            metrics,
+            snapshot_interval,
+        } = self;
         let mut published = PipelineCounters::default();
         let mut tick = tokio::time::interval(snapshot_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -95,15 +102,22 @@ async fn send(output: &mpsc::Sender<WriteBatch>, pipeline: &mut Pipeline) -> boo
 fn mirror(m: &Metrics, last: &mut PipelineCounters, now: &PipelineCounters) {
     m.pipeline_readings.inc_by(now.readings - last.readings);
     m.pipeline_flagged
-        .get_or_create(&ReasonLabel { reason: "not_finite".into() })
+        .get_or_create(&ReasonLabel {
+            reason: "not_finite".into(),
+        })
         .inc_by(now.not_finite - last.not_finite);
     m.pipeline_flagged
-        .get_or_create(&ReasonLabel { reason: "time_suspect".into() })
+        .get_or_create(&ReasonLabel {
+            reason: "time_suspect".into(),
+        })
         .inc_by(now.time_suspect - last.time_suspect);
-    m.late_corrected.inc_by(now.late_corrected - last.late_corrected);
+    m.late_corrected
+        .inc_by(now.late_corrected - last.late_corrected);
     m.late_dropped.inc_by(now.late_dropped - last.late_dropped);
     m.rollups_emitted.inc_by(now.rollups - last.rollups);
-    m.events_raised.inc_by(now.events_raised - last.events_raised);
-    m.events_cleared.inc_by(now.events_cleared - last.events_cleared);
+    m.events_raised
+        .inc_by(now.events_raised - last.events_raised);
+    m.events_cleared
+        .inc_by(now.events_cleared - last.events_cleared);
     *last = now.clone();
 }

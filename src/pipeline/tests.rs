@@ -26,12 +26,23 @@ fn limit_rule() -> RuleConfig {
         severity: Severity::Critical,
         min_duration_secs: 0.0,
         holdoff_secs: 0.0,
-        kind: RuleKind::Limit { min: None, min_clear: None, max: Some(100.0), max_clear: Some(95.0) },
+        kind: RuleKind::Limit {
+            min: None,
+            min_clear: None,
+            max: Some(100.0),
+            max_clear: Some(95.0),
+        },
     }
 }
 
 fn pipeline(rules: &[RuleConfig]) -> Pipeline {
-    Pipeline::new(settings(), RuleSet::compile(rules).unwrap(), 1, Vec::new(), T0)
+    Pipeline::new(
+        settings(),
+        RuleSet::compile(rules).unwrap(),
+        1,
+        Vec::new(),
+        T0,
+    )
 }
 
 fn batch(readings: &[(&str, i64, f64)]) -> Batch {
@@ -61,7 +72,11 @@ fn rollups_hold_exact_counts_and_means_of_their_windows() {
         p.ingest(batch(&[("a", T0 + i * S, v)]), T0 + i * S);
     }
     let out = p.take_output();
-    assert_eq!(out.rollups.len(), 1, "only the first window is closed at watermark 119 s");
+    assert_eq!(
+        out.rollups.len(),
+        1,
+        "only the first window is closed at watermark 119 s"
+    );
     let r = &out.rollups[0];
     assert_eq!((r.start, r.stats.count), (T0, 60));
     assert_eq!(r.stats.mean(), expected_sum / 60.0);
@@ -69,13 +84,26 @@ fn rollups_hold_exact_counts_and_means_of_their_windows() {
     assert_eq!(out.new_series.len(), 1);
     p.flush();
     let out = p.take_output();
-    assert_eq!(out.rollups.iter().map(|r| r.stats.count).collect::<Vec<_>>(), vec![60, 10]);
+    assert_eq!(
+        out.rollups
+            .iter()
+            .map(|r| r.stats.count)
+            .collect::<Vec<_>>(),
+        vec![60, 10]
+    );
 }
 
 #[test]
 fn non_finite_values_are_flagged_counted_and_kept_out_of_aggregates() {
     let mut p = pipeline(&[]);
-    p.ingest(batch(&[("a", T0, 1.0), ("a", T0 + S, f64::NAN), ("a", T0 + 2 * S, f64::INFINITY)]), T0);
+    p.ingest(
+        batch(&[
+            ("a", T0, 1.0),
+            ("a", T0 + S, f64::NAN),
+            ("a", T0 + 2 * S, f64::INFINITY),
+        ]),
+        T0,
+    );
     p.flush();
     let out = p.take_output();
     assert_eq!(p.counters().not_finite, 2);
@@ -87,19 +115,35 @@ fn non_finite_values_are_flagged_counted_and_kept_out_of_aggregates() {
 #[test]
 fn readings_from_before_2000_or_the_far_future_are_flagged_not_trusted() {
     let mut p = pipeline(&[]);
-    p.ingest(batch(&[("a", 5 * S, 1.0), ("a", T0 + 3600 * S, 1.0), ("a", T0, 2.0)]), T0);
+    p.ingest(
+        batch(&[("a", 5 * S, 1.0), ("a", T0 + 3600 * S, 1.0), ("a", T0, 2.0)]),
+        T0,
+    );
     assert_eq!(p.counters().time_suspect, 2);
-    assert_eq!(p.watermark(), Some(T0 - 10 * S), "suspect times do not move the watermark");
+    assert_eq!(
+        p.watermark(),
+        Some(T0 - 10 * S),
+        "suspect times do not move the watermark"
+    );
     p.flush();
     let out = p.take_output();
     assert_eq!(out.rollups.len(), 1);
-    assert_eq!(out.raw.iter().filter(|r| r.quality.contains(Quality::TIME_SUSPECT)).count(), 2);
+    assert_eq!(
+        out.raw
+            .iter()
+            .filter(|r| r.quality.contains(Quality::TIME_SUSPECT))
+            .count(),
+        2
+    );
 }
 
 #[test]
 fn late_reading_emits_a_correction_for_its_window() {
     let mut p = pipeline(&[]);
-    p.ingest(batch(&[("a", T0 + 5 * S, 1.0), ("a", T0 + 75 * S, 2.0)]), T0);
+    p.ingest(
+        batch(&[("a", T0 + 5 * S, 1.0), ("a", T0 + 75 * S, 2.0)]),
+        T0,
+    );
     assert_eq!(p.take_output().rollups.len(), 1);
     p.ingest(batch(&[("a", T0 + 30 * S, 4.0)]), T0);
     let out = p.take_output();
@@ -123,14 +167,30 @@ fn late_reading_older_than_rollup_retention_is_counted_and_kept_raw() {
 
 #[test]
 fn limit_rule_raises_and_clears_through_the_pipeline_with_unique_ids() {
-    let mut p = Pipeline::new(settings(), RuleSet::compile(&[limit_rule()]).unwrap(), 41, Vec::new(), T0);
-    p.ingest(batch(&[("a", T0, 90.0), ("a", T0 + S, 105.0), ("b", T0 + S, 101.0)]), T0);
+    let mut p = Pipeline::new(
+        settings(),
+        RuleSet::compile(&[limit_rule()]).unwrap(),
+        41,
+        Vec::new(),
+        T0,
+    );
+    p.ingest(
+        batch(&[("a", T0, 90.0), ("a", T0 + S, 105.0), ("b", T0 + S, 101.0)]),
+        T0,
+    );
     let snap = p.snapshot(T0 + S);
     assert_eq!(snap.active_events.len(), 2);
     p.ingest(batch(&[("a", T0 + 2 * S, 90.0)]), T0);
     let out = p.take_output();
-    let ids: Vec<_> = out.events.iter().map(|e| (e.id, e.sensor.as_str(), e.is_active())).collect();
-    assert_eq!(ids, vec![(41, "a", true), (42, "b", true), (41, "a", false)]);
+    let ids: Vec<_> = out
+        .events
+        .iter()
+        .map(|e| (e.id, e.sensor.as_str(), e.is_active()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![(41, "a", true), (42, "b", true), (41, "a", false)]
+    );
     assert_eq!(p.snapshot(T0).active_events.len(), 1);
 }
 
@@ -139,11 +199,20 @@ fn active_event_from_before_a_restart_is_cleared_once() {
     let mut first = pipeline(&[limit_rule()]);
     first.ingest(batch(&[("a", T0, 105.0)]), T0);
     let active = first.take_output().events;
-    let mut p = Pipeline::new(settings(), RuleSet::compile(&[limit_rule()]).unwrap(), 2, active, T0);
+    let mut p = Pipeline::new(
+        settings(),
+        RuleSet::compile(&[limit_rule()]).unwrap(),
+        2,
+        active,
+        T0,
+    );
     p.ingest(batch(&[("a", T0 + S, 104.0), ("a", T0 + 2 * S, 90.0)]), T0);
     let out = p.take_output();
     assert_eq!(out.events.len(), 1);
-    assert_eq!((out.events[0].id, out.events[0].cleared_at), (1, Some(T0 + 2 * S)));
+    assert_eq!(
+        (out.events[0].id, out.events[0].cleared_at),
+        (1, Some(T0 + 2 * S))
+    );
 }
 
 #[test]
@@ -151,7 +220,13 @@ fn active_event_of_a_removed_rule_is_cleared_at_start() {
     let mut first = pipeline(&[limit_rule()]);
     first.ingest(batch(&[("a", T0, 105.0)]), T0);
     let active = first.take_output().events;
-    let mut p = Pipeline::new(settings(), RuleSet::compile(&[]).unwrap(), 2, active.clone(), T0);
+    let mut p = Pipeline::new(
+        settings(),
+        RuleSet::compile(&[]).unwrap(),
+        2,
+        active.clone(),
+        T0,
+    );
     let out = p.take_output();
     assert_eq!(out.events.len(), 1);
     assert_eq!(out.events[0].cleared_at, Some(T0));
@@ -171,7 +246,10 @@ fn live_view_shows_latest_value_and_rolling_average() {
 #[test]
 fn raw_readings_are_not_output_when_raw_storage_is_off() {
     let mut p = Pipeline::new(
-        Settings { keep_raw: false, ..settings() },
+        Settings {
+            keep_raw: false,
+            ..settings()
+        },
         RuleSet::compile(&[]).unwrap(),
         1,
         Vec::new(),

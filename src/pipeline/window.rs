@@ -70,10 +70,10 @@ impl Windows {
     /// Adds a finite, trusted reading of series `index` and advances the watermark.
     pub fn insert(&mut self, index: usize, t: TimeNs, value: f64, quality: Quality) -> Placement {
         let start = self.start_of(t);
-        if let Some(w) = self.watermark() {
-            if start.saturating_add(self.length) <= w {
-                return Placement::Late { start };
-            }
+        if let Some(w) = self.watermark()
+            && start.saturating_add(self.length) <= w
+        {
+            return Placement::Late { start };
         }
         self.max_event = Some(self.max_event.map_or(t, |m| m.max(t)));
         let open = &mut self.per_series[index];
@@ -154,7 +154,10 @@ mod tests {
         let mut w = windows();
         w.insert(0, 5 * S, 1.0, Quality::GOOD);
         w.insert(0, 65 * S, 2.0, Quality::GOOD);
-        assert!(closed(&mut w).is_empty(), "watermark 55 s has not reached 60 s");
+        assert!(
+            closed(&mut w).is_empty(),
+            "watermark 55 s has not reached 60 s"
+        );
         w.insert(0, 70 * S, 3.0, Quality::GOOD);
         assert_eq!(closed(&mut w), vec![(0, 0, 1)]);
     }
@@ -184,7 +187,10 @@ mod tests {
         w.insert(0, 30 * S, 1.0, Quality::GOOD);
         w.insert(0, 75 * S, 2.0, Quality::GOOD);
         assert_eq!(closed(&mut w).len(), 1);
-        assert_eq!(w.insert(0, 59 * S, 3.0, Quality::GOOD), Placement::Late { start: 0 });
+        assert_eq!(
+            w.insert(0, 59 * S, 3.0, Quality::GOOD),
+            Placement::Late { start: 0 }
+        );
         assert!(closed(&mut w).is_empty(), "a late reading reopens nothing");
     }
 
@@ -205,7 +211,10 @@ mod tests {
         w.drain_all(&mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(w.open_count(), 0);
-        assert_eq!(w.insert(1, 100 * S, 1.0, Quality::GOOD), Placement::Late { start: 60 * S });
+        assert_eq!(
+            w.insert(1, 100 * S, 1.0, Quality::GOOD),
+            Placement::Late { start: 60 * S }
+        );
     }
 
     #[test]
