@@ -31,7 +31,7 @@ use crate::web::{self, WebState};
 
 /// Capacity of the channel from the pipeline to the store writer, in pipeline outputs. When
 /// full, the pipeline waits, and so, through its own channel, do the sources.
-const STORE_CHANNEL_CAPACITY: usize = 64;
+const STORE_CHANNEL_CAPACITY: usize = 4;
 
 /// A running daemon.
 pub struct Running {

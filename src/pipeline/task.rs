@@ -19,7 +19,7 @@ use crate::store::WriteBatch;
 
 /// At most this many queued batches are processed before the output goes to the store, so
 /// that output stays bounded and the writer sees data promptly under load.
-const MAX_BATCHES_PER_ROUND: usize = 256;
+const MAX_BATCHES_PER_ROUND: usize = 64;
 
 pub struct PipelineTask {
     pub pipeline: Pipeline,
