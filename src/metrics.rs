@@ -1,39 +1,78 @@
-//! Prometheus metrics through `prometheus-client`. Tasks hold an `Arc<Metrics>` and update
-//! it; `/metrics` encodes the registry. Counter names get `_total` from the encoder.
+//! Prometheus metrics through the `prometheus` crate, exposed in the classic text format
+//! (`text/plain; version=0.0.4`) that every scraper and `promtool check metrics` accept.
+//! Tasks hold an `Arc<Metrics>` and update it; `/metrics` encodes the registry.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use std::marker::PhantomData;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabel {
-    pub source: String,
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// A counter.
+pub type Counter = IntCounter;
+/// A gauge.
+pub type Gauge = IntGauge;
+
+/// The label set of a [`Family`]: its names, and the values of one member.
+pub trait Labels {
+    const NAMES: &'static [&'static str];
+    fn values(&self) -> Vec<&str>;
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: String,
+macro_rules! labels {
+    ($name:ident { $field:ident }) => {
+        #[derive(Clone, Debug, Hash, PartialEq, Eq)]
+        pub struct $name {
+            pub $field: String,
+        }
+
+        impl Labels for $name {
+            const NAMES: &'static [&'static str] = &[stringify!($field)];
+            fn values(&self) -> Vec<&str> {
+                vec![self.$field.as_str()]
+            }
+        }
+    };
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TableLabel {
-    pub table: String,
+labels!(SourceLabel { source });
+labels!(ReasonLabel { reason });
+labels!(TableLabel { table });
+
+/// Counters that differ by a typed label set.
+#[derive(Clone)]
+pub struct Family<L> {
+    vec: IntCounterVec,
+    labels: PhantomData<L>,
+}
+
+impl<L: Labels> Family<L> {
+    fn new(name: &str, help: &str) -> Self {
+        Family {
+            vec: IntCounterVec::new(Opts::new(name, help), L::NAMES)
+                .expect("valid metric definition"),
+            labels: PhantomData,
+        }
+    }
+
+    /// The counter of one label set (created at zero on first use). Keep it when it is used
+    /// often: the lookup hashes the label values.
+    pub fn get_or_create(&self, labels: &L) -> Counter {
+        self.vec.with_label_values(&labels.values())
+    }
 }
 
 /// Every metric the daemon exports.
 pub struct Metrics {
-    pub registry: Registry,
+    registry: Registry,
     /// Readings delivered by each source to the pipeline.
-    pub source_readings: Family<SourceLabel, Counter>,
+    pub source_readings: Family<SourceLabel>,
     /// Acquisition errors per source.
-    pub source_errors: Family<SourceLabel, Counter>,
+    pub source_errors: Family<SourceLabel>,
     /// Readings the pipeline accepted.
     pub pipeline_readings: Counter,
     /// Readings flagged and kept out of aggregates, by reason (not_finite, time_suspect).
-    pub pipeline_flagged: Family<ReasonLabel, Counter>,
+    pub pipeline_flagged: Family<ReasonLabel>,
     /// Late readings that corrected an already emitted rollup.
     pub late_corrected: Counter,
     /// Late readings older than the rollup retention (kept raw only).
@@ -46,9 +85,9 @@ pub struct Metrics {
     pub store_commits: Counter,
     pub store_commit_seconds: Histogram,
     /// Records written per table.
-    pub store_written: Family<TableLabel, Counter>,
+    pub store_written: Family<TableLabel>,
     /// Records removed by retention per table (age or byte budget).
-    pub store_removed: Family<TableLabel, Counter>,
+    pub store_removed: Family<TableLabel>,
     pub store_file_bytes: Gauge,
     pub store_stored_bytes: Gauge,
     pub outbox_entries: Gauge,
@@ -61,128 +100,126 @@ impl Default for Metrics {
     }
 }
 
+fn counter(name: &str, help: &str) -> Counter {
+    IntCounter::new(name, help).expect("valid metric definition")
+}
+
+fn gauge(name: &str, help: &str) -> Gauge {
+    IntGauge::new(name, help).expect("valid metric definition")
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("edgewatch");
+        let buckets = prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid buckets");
         let m = Metrics {
-            registry: Registry::default(),
-            source_readings: Family::default(),
-            source_errors: Family::default(),
-            pipeline_readings: Counter::default(),
-            pipeline_flagged: Family::default(),
-            late_corrected: Counter::default(),
-            late_dropped: Counter::default(),
-            rollups_emitted: Counter::default(),
-            events_raised: Counter::default(),
-            events_cleared: Counter::default(),
-            pipeline_queue_batches: Gauge::default(),
-            store_commits: Counter::default(),
-            store_commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
-            store_written: Family::default(),
-            store_removed: Family::default(),
-            store_file_bytes: Gauge::default(),
-            store_stored_bytes: Gauge::default(),
-            outbox_entries: Gauge::default(),
-            store_errors: Counter::default(),
+            registry: Registry::new_custom(Some("edgewatch".into()), None).expect("valid prefix"),
+            source_readings: Family::new(
+                "source_readings_total",
+                "Readings delivered by each source",
+            ),
+            source_errors: Family::new("source_errors_total", "Acquisition errors per source"),
+            pipeline_readings: counter(
+                "pipeline_readings_total",
+                "Readings accepted by the pipeline",
+            ),
+            pipeline_flagged: Family::new(
+                "pipeline_flagged_readings_total",
+                "Readings kept out of aggregates, by reason",
+            ),
+            late_corrected: counter(
+                "pipeline_late_corrected_total",
+                "Late readings that corrected an emitted rollup",
+            ),
+            late_dropped: counter(
+                "pipeline_late_dropped_total",
+                "Late readings older than the rollup retention, kept raw only",
+            ),
+            rollups_emitted: counter(
+                "rollups_emitted_total",
+                "Rollups emitted, including corrections",
+            ),
+            events_raised: counter("anomalies_raised_total", "Anomaly events raised"),
+            events_cleared: counter("anomalies_cleared_total", "Anomaly events cleared"),
+            pipeline_queue_batches: gauge(
+                "pipeline_queue_batches",
+                "Batches waiting between the sources and the pipeline",
+            ),
+            store_commits: counter("store_commits_total", "Store transactions committed"),
+            store_commit_seconds: Histogram::with_opts(
+                HistogramOpts::new("store_commit_seconds", "Duration of store commits")
+                    .buckets(buckets),
+            )
+            .expect("valid metric definition"),
+            store_written: Family::new("store_written_records_total", "Records written, by table"),
+            store_removed: Family::new(
+                "store_removed_records_total",
+                "Records removed by retention (age or byte budget), by table",
+            ),
+            store_file_bytes: gauge("store_file_bytes", "Size of the redb file"),
+            store_stored_bytes: gauge("store_stored_bytes", "Bytes of live data in the store"),
+            outbox_entries: gauge("outbox_entries", "Entries in the outbox"),
+            store_errors: counter("store_errors_total", "Failed store operations"),
         };
-        registry.register(
-            "source_readings",
-            "Readings delivered by each source",
-            m.source_readings.clone(),
-        );
-        registry.register(
-            "source_errors",
-            "Acquisition errors per source",
-            m.source_errors.clone(),
-        );
-        registry.register(
-            "pipeline_readings",
-            "Readings accepted by the pipeline",
-            m.pipeline_readings.clone(),
-        );
-        registry.register(
-            "pipeline_flagged_readings",
-            "Readings kept out of aggregates, by reason",
-            m.pipeline_flagged.clone(),
-        );
-        registry.register(
-            "pipeline_late_corrected",
-            "Late readings that corrected an emitted rollup",
-            m.late_corrected.clone(),
-        );
-        registry.register(
-            "pipeline_late_dropped",
-            "Late readings older than the rollup retention, kept raw only",
-            m.late_dropped.clone(),
-        );
-        registry.register(
-            "rollups_emitted",
-            "Rollups emitted, including corrections",
-            m.rollups_emitted.clone(),
-        );
-        registry.register(
-            "anomalies_raised",
-            "Anomaly events raised",
-            m.events_raised.clone(),
-        );
-        registry.register(
-            "anomalies_cleared",
-            "Anomaly events cleared",
-            m.events_cleared.clone(),
-        );
-        registry.register(
-            "pipeline_queue_batches",
-            "Batches waiting between the sources and the pipeline",
-            m.pipeline_queue_batches.clone(),
-        );
-        registry.register(
-            "store_commits",
-            "Store transactions committed",
-            m.store_commits.clone(),
-        );
-        registry.register(
-            "store_commit_seconds",
-            "Duration of store commits",
-            m.store_commit_seconds.clone(),
-        );
-        registry.register(
-            "store_written_records",
-            "Records written, by table",
-            m.store_written.clone(),
-        );
-        registry.register(
-            "store_removed_records",
-            "Records removed by retention (age or byte budget), by table",
-            m.store_removed.clone(),
-        );
-        registry.register(
-            "store_file_bytes",
-            "Size of the redb file",
-            m.store_file_bytes.clone(),
-        );
-        registry.register(
-            "store_stored_bytes",
-            "Bytes of live data in the store",
-            m.store_stored_bytes.clone(),
-        );
-        registry.register(
-            "outbox_entries",
-            "Entries in the outbox",
-            m.outbox_entries.clone(),
-        );
-        registry.register(
-            "store_errors",
-            "Failed store operations",
-            m.store_errors.clone(),
-        );
-        Metrics { registry, ..m }
+        let r = &m.registry;
+        let register =
+            |c: Box<dyn prometheus::core::Collector>| r.register(c).expect("unique metric names");
+        register(Box::new(m.source_readings.vec.clone()));
+        register(Box::new(m.source_errors.vec.clone()));
+        register(Box::new(m.pipeline_readings.clone()));
+        register(Box::new(m.pipeline_flagged.vec.clone()));
+        register(Box::new(m.late_corrected.clone()));
+        register(Box::new(m.late_dropped.clone()));
+        register(Box::new(m.rollups_emitted.clone()));
+        register(Box::new(m.events_raised.clone()));
+        register(Box::new(m.events_cleared.clone()));
+        register(Box::new(m.pipeline_queue_batches.clone()));
+        register(Box::new(m.store_commits.clone()));
+        register(Box::new(m.store_commit_seconds.clone()));
+        register(Box::new(m.store_written.vec.clone()));
+        register(Box::new(m.store_removed.vec.clone()));
+        register(Box::new(m.store_file_bytes.clone()));
+        register(Box::new(m.store_stored_bytes.clone()));
+        register(Box::new(m.outbox_entries.clone()));
+        register(Box::new(m.store_errors.clone()));
+        m
     }
+
+    /// The content type of [`Metrics::encode`].
+    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("text encoding of gathered metrics")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_counters_with_total_and_labels_by_name() {
+        let m = Metrics::new();
+        m.pipeline_readings.inc_by(3);
+        m.store_written
+            .get_or_create(&TableLabel {
+                table: "raw".into(),
+            })
+            .inc_by(2);
+        let text = m.encode();
+        assert!(
+            text.contains("# TYPE edgewatch_pipeline_readings_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("edgewatch_pipeline_readings_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("edgewatch_store_written_records_total{table=\"raw\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -196,6 +196,22 @@ async fn api_matches_the_sim_exactly_and_survives_a_restart() {
         }
     }
 
+    // /metrics is valid Prometheus text according to the real promtool, and counts what the
+    // pipeline saw.
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    promtool_check(&metrics);
+    assert!(
+        metrics.contains(&format!("edgewatch_pipeline_readings_total {total}")),
+        "readings counter in:\n{metrics}"
+    );
+
     // Every temperature spike or step crossed the 100 °C limit, and every stuck fault lasted
     // past 20 s: each must have raised its event on that sensor during the fault.
     let events = get(&client, format!("{base}/api/v1/events")).await;
@@ -260,4 +276,30 @@ async fn api_matches_the_sim_exactly_and_survives_a_restart() {
 
     shutdown.cancel();
     running.wait().await.unwrap();
+}
+
+/// Runs `promtool check metrics` on an exposition; fails with promtool's complaint.
+fn promtool_check(exposition: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is needed (Debian package prometheus; ./scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -170,12 +170,8 @@ async fn metrics(State(state): State<Shared>) -> Response {
             .outbox_entries
             .set(gauge(stats.outbox_entries));
     }
-    // prometheus-client's text encoder writes OpenMetrics (it ends with `# EOF`).
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)],
         state.metrics.encode(),
     )
         .into_response()

@@ -499,7 +499,7 @@ async fn metrics_expose_edgewatch_metrics_with_fresh_store_gauges_and_end_with_a
         .unwrap()
         .to_string();
     assert!(
-        content_type.starts_with("application/openmetrics-text"),
+        content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
     );
     let body = response.text().await.unwrap();
