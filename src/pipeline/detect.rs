@@ -189,7 +189,6 @@ impl Detector {
         now: TimeNs,
         next_id: &mut u64,
     ) -> Option<AnomalyEvent> {
-        let active = matches!(self.episode, Episode::Active { .. });
         let (eval, at) = match (&self.rule.kind, &mut self.memory) {
             (
                 RuleKind::Limit {
@@ -228,11 +227,10 @@ impl Detector {
                     }
                     _ => None,
                 };
-                // While an episode is active the baseline is frozen, so a lasting fault does
-                // not become the new normal and clear itself.
-                if !active {
-                    baseline.push(t, value);
-                }
+                // The baseline keeps learning during an episode. Freezing it would keep an
+                // episode raised by a degenerate baseline (a stuck sensor has a near-zero
+                // spread) active forever; a lasting shift clears once it is the new normal.
+                baseline.push(t, value);
                 match eval {
                     Some(e) => (e, t),
                     None => return None,
@@ -627,8 +625,29 @@ mod tests {
         assert_eq!(
             events[1].cleared_at,
             Some(44 * S),
-            "frozen baseline: clears when values return"
+            "clears when values return"
         );
+    }
+
+    #[test]
+    fn zscore_episode_after_a_stuck_baseline_does_not_stay_active() {
+        let kind = RuleKind::Zscore {
+            window_secs: 60.0,
+            raise: 6.0,
+            clear: 3.0,
+            min_samples: 30,
+        };
+        let mut d = Detector::new(rule(kind, 0.0, 0.0));
+        let mut values = vec![0.5; 50];
+        values.push(0.5001);
+        values.extend((0..30).map(|i| 0.5 + if i % 2 == 0 { 0.03 } else { -0.03 }));
+        let events = run(&mut d, &values);
+        assert_eq!(
+            events.len(),
+            2,
+            "raised when the baseline was degenerate, then cleared: {events:?}"
+        );
+        assert!(d.active().is_none());
     }
 
     #[test]
