@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, SourceKind};
+use crate::forward::{self, status::SinkRegistry};
 use crate::live::{LiveSnapshot, SourceRegistry};
 use crate::metrics::Metrics;
 use crate::model::{Batch, now_ns};
@@ -43,6 +44,7 @@ pub struct Running {
     pub live: watch::Receiver<Arc<LiveSnapshot>>,
     pub metrics: Arc<Metrics>,
     sources: TaskTracker,
+    forwarders: TaskTracker,
     pipeline: JoinHandle<()>,
     writer: JoinHandle<()>,
     web: JoinHandle<std::io::Result<()>>,
@@ -110,6 +112,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .run(),
     );
 
+    let sinks = SinkRegistry::default();
+    let forwarders = TaskTracker::new();
+    forward::start(&config, &store, &metrics, &sinks, &shutdown, &forwarders)?;
+    forwarders.close();
+
     let registry = SourceRegistry::default();
     let sources = TaskTracker::new();
     for source in &config.sources {
@@ -146,6 +153,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         started_at: now_ns(),
         live: live_rx.clone(),
         sources: registry,
+        sinks,
         store: store.clone(),
         metrics: metrics.clone(),
         window_secs: config.pipeline.window_secs,
@@ -160,6 +168,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         live: live_rx,
         metrics,
         sources,
+        forwarders,
         pipeline,
         writer,
         web,
@@ -173,6 +182,7 @@ impl Running {
         self.sources.wait().await;
         self.pipeline.await.context("pipeline task panicked")?;
         self.writer.await.context("store writer panicked")?;
+        self.forwarders.wait().await;
         self.web_stop.cancel();
         self.web
             .await

@@ -42,6 +42,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // TLS (HTTPS sinks) uses rustls with ring: no OpenSSL, cross-builds with a plain C
+    // compiler. Installing fails only if a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match config::load(&config) {

@@ -38,6 +38,7 @@ macro_rules! labels {
 labels!(SourceLabel { source });
 labels!(ReasonLabel { reason });
 labels!(TableLabel { table });
+labels!(SinkLabel { sink });
 
 /// Counters that differ by a typed label set.
 #[derive(Clone)]
@@ -58,6 +59,26 @@ impl<L: Labels> Family<L> {
     /// The counter of one label set (created at zero on first use). Keep it when it is used
     /// often: the lookup hashes the label values.
     pub fn get_or_create(&self, labels: &L) -> Counter {
+        self.vec.with_label_values(&labels.values())
+    }
+}
+
+/// Gauges that differ by a typed label set.
+#[derive(Clone)]
+pub struct GaugeFamily<L> {
+    vec: IntGaugeVec,
+    labels: PhantomData<L>,
+}
+
+impl<L: Labels> GaugeFamily<L> {
+    fn new(name: &str, help: &str) -> Self {
+        GaugeFamily {
+            vec: IntGaugeVec::new(Opts::new(name, help), L::NAMES).expect("valid metric definition"),
+            labels: PhantomData,
+        }
+    }
+
+    pub fn get_or_create(&self, labels: &L) -> Gauge {
         self.vec.with_label_values(&labels.values())
     }
 }
@@ -92,6 +113,31 @@ pub struct Metrics {
     pub store_stored_bytes: Gauge,
     pub outbox_entries: Gauge,
     pub store_errors: Counter,
+    /// Points each sink delivered (acknowledged by InfluxDB).
+    pub sink_points_sent: Family<SinkLabel>,
+    /// Points each sink's InfluxDB refused for good (kept as dead letters).
+    pub sink_dead_letters: Family<SinkLabel>,
+    /// Outbox entries removed by retention before the sink had them.
+    pub sink_dropped_points: Family<SinkLabel>,
+    /// Outbox entries each sink has not acknowledged yet.
+    pub sink_backlog_points: GaugeFamily<SinkLabel>,
+    /// 1 for the sink's current link state, 0 for the others.
+    pub sink_state: SinkStateGauge,
+}
+
+/// `edgewatch_sink_state{sink, state}`: one series per state, 1 for the current one.
+pub struct SinkStateGauge {
+    vec: IntGaugeVec,
+}
+
+impl SinkStateGauge {
+    pub const STATES: [&'static str; 5] = ["starting", "up", "down", "backing_off", "misconfigured"];
+
+    pub fn set(&self, sink: &str, state: &str) {
+        for s in Self::STATES {
+            self.vec.with_label_values(&[sink, s]).set(i64::from(s == state));
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -159,6 +205,26 @@ impl Metrics {
             store_stored_bytes: gauge("store_stored_bytes", "Bytes of live data in the store"),
             outbox_entries: gauge("outbox_entries", "Entries in the outbox"),
             store_errors: counter("store_errors_total", "Failed store operations"),
+            sink_points_sent: Family::new("sink_points_sent_total", "Points delivered to each sink"),
+            sink_dead_letters: Family::new(
+                "sink_dead_letters_total",
+                "Points refused for good by each sink, kept as dead letters",
+            ),
+            sink_dropped_points: Family::new(
+                "sink_dropped_points_total",
+                "Outbox entries removed by retention before the sink had them",
+            ),
+            sink_backlog_points: GaugeFamily::new(
+                "sink_backlog_points",
+                "Outbox entries each sink has not acknowledged",
+            ),
+            sink_state: SinkStateGauge {
+                vec: IntGaugeVec::new(
+                    Opts::new("sink_state", "Link state of each sink: 1 for the current state"),
+                    &["sink", "state"],
+                )
+                .expect("valid metric definition"),
+            },
         };
         let r = &m.registry;
         let register =
@@ -181,6 +247,11 @@ impl Metrics {
         register(Box::new(m.store_stored_bytes.clone()));
         register(Box::new(m.outbox_entries.clone()));
         register(Box::new(m.store_errors.clone()));
+        register(Box::new(m.sink_points_sent.vec.clone()));
+        register(Box::new(m.sink_dead_letters.vec.clone()));
+        register(Box::new(m.sink_dropped_points.vec.clone()));
+        register(Box::new(m.sink_backlog_points.vec.clone()));
+        register(Box::new(m.sink_state.vec.clone()));
         m
     }
 

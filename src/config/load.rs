@@ -55,7 +55,7 @@ impl fmt::Display for ConfigErrors {
 }
 
 const SECTIONS: &[&str] = &[
-    "gateway", "store", "web", "pipeline", "log", "shutdown", "sources", "rules",
+    "gateway", "store", "web", "pipeline", "log", "shutdown", "sources", "rules", "sinks",
 ];
 
 /// Loads a config file with overrides from the process environment.
@@ -131,6 +131,7 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
         some => entries("sources", some, &mut problems, source),
     };
     let rules = entries("rules", take("rules"), &mut problems, rule);
+    let sinks = entries("sinks", take("sinks"), &mut problems, sink);
 
     let (Some(gateway), Some(store), Some(web), Some(pipeline), Some(log), Some(shutdown)) =
         (gateway, store, web, pipeline, log, shutdown)
@@ -146,6 +147,7 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
         shutdown,
         sources,
         rules,
+        sinks,
     };
     problems.extend(validate(&config));
     if problems.is_empty() {
@@ -419,5 +421,31 @@ fn rule(
         min_duration_secs: min_duration.ok()?.unwrap_or(0.0),
         holdoff_secs: holdoff.ok()?.unwrap_or(0.0),
         kind,
+    })
+}
+
+fn sink(
+    path: &str,
+    mut table: Map<String, Value>,
+    problems: &mut Vec<Problem>,
+) -> Option<SinkConfig> {
+    let kind: Option<String> = required(path, &mut table, "type", "one of: influxdb", problems);
+    let name: Option<String> = required(path, &mut table, "name", "a unique sink name", problems);
+    let kind = match kind.as_deref() {
+        Some("influxdb") => {
+            section::<InfluxConfig>(path, rest(table), problems).map(SinkKind::Influxdb)
+        }
+        Some(other) => {
+            problems.push(Problem::new(
+                format!("{path}.type"),
+                format!("unknown sink type `{other}` (expected one of: influxdb)"),
+            ));
+            None
+        }
+        None => None,
+    };
+    Some(SinkConfig {
+        name: name?,
+        kind: kind?,
     })
 }

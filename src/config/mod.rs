@@ -5,6 +5,7 @@
 //! Names marked *(interface)* in the design are fixed: installers and scripts rely on them.
 
 mod load;
+mod sink;
 mod validate;
 
 #[cfg(test)]
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use load::{ConfigErrors, Problem, load, load_str};
+pub use sink::{Forwarded, InfluxApi, InfluxConfig, Secret, SinkConfig, SinkKind};
 
 use crate::model::Severity;
 
@@ -31,6 +33,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub sources: Vec<SourceConfig>,
     pub rules: Vec<RuleConfig>,
+    pub sinks: Vec<SinkConfig>,
 }
 
 /// `[gateway]`: who this gateway is.
@@ -53,6 +56,10 @@ pub struct StoreConfig {
     /// Byte budget of the stored data. When exceeded, the oldest raw readings are removed
     /// first, then the oldest outbox entries; both are counted and shown.
     pub max_bytes: u64,
+    /// Byte budget of the outbox (what waits to be forwarded). When a long outage fills it, the
+    /// oldest entries are removed, counted per sink as dropped and logged at ERROR. 0: only
+    /// `max_bytes` applies.
+    pub outbox_max_bytes: u64,
     /// How long raw readings are kept. 0 turns raw storage off (rollups and events only).
     pub raw_retention_secs: u64,
     /// How long rollups are kept; a late reading older than this cannot correct its rollup and
@@ -74,6 +81,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("/var/lib/edgewatch/edgewatch.redb"),
             max_bytes: 1 << 30,
+            outbox_max_bytes: 256 << 20,
             raw_retention_secs: 86_400,
             rollup_retention_secs: 30 * 86_400,
             event_retention_secs: 90 * 86_400,

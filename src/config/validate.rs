@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use super::{Config, Problem, RuleKind, SourceKind};
+use super::{Config, InfluxApi, Problem, RuleKind, SinkKind, SourceKind};
 
 pub(super) fn validate(c: &Config) -> Vec<Problem> {
     let mut p = Vec::new();
@@ -243,6 +243,84 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                     problem("raise_secs", "must be greater than 0");
                 }
             }
+        }
+    }
+    let mut sink_names = BTreeSet::new();
+    for (i, sink) in c.sinks.iter().enumerate() {
+        let path = format!("sinks[{i}]");
+        if sink.name.trim().is_empty() {
+            p.push(Problem::new(format!("{path}.name"), "must not be empty"));
+        } else if !sink_names.insert(sink.name.as_str()) {
+            p.push(Problem::new(
+                format!("{path}.name"),
+                format!("duplicate sink name `{}`", sink.name),
+            ));
+        }
+        let SinkKind::Influxdb(x) = &sink.kind;
+        let mut problem = |key: &str, reason: String| {
+            p.push(Problem::new(format!("{path}.{key}"), reason));
+        };
+        match reqwest::Url::parse(&x.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => problem("url", format!("`{}` is not an http(s) URL such as http://127.0.0.1:8086", x.url)),
+        }
+        if !matches!(x.precision.as_str(), "ns" | "us" | "ms" | "s") {
+            problem("precision", format!("`{}` is not one of: ns, us, ms, s", x.precision));
+        }
+        for (key, value) in [
+            ("batch_max_points", x.batch_max_points as u64),
+            ("batch_max_bytes", x.batch_max_bytes as u64),
+            ("request_timeout_secs", x.request_timeout_secs),
+            ("retry_initial_ms", x.retry_initial_ms),
+            ("retry_max_secs", x.retry_max_secs),
+            ("misconfigured_retry_secs", x.misconfigured_retry_secs),
+        ] {
+            if value == 0 {
+                problem(key, "must be greater than 0".into());
+            }
+        }
+        if x.forward.is_empty() {
+            problem("forward", "must name at least one of: rollups, events".into());
+        }
+        let secrets = match x.api {
+            InfluxApi::V1 => {
+                if x.database.as_deref().is_none_or(str::is_empty) {
+                    problem("database", "missing (api v1 writes to a database)".into());
+                }
+                for key in ["org", "bucket", "token", "token_file", "token_env"] {
+                    let set = match key {
+                        "org" => x.org.is_some(),
+                        "bucket" => x.bucket.is_some(),
+                        "token" => x.token.is_some(),
+                        "token_file" => x.token_file.is_some(),
+                        _ => x.token_env.is_some(),
+                    };
+                    if set {
+                        problem(key, "only for api = \"v2\"".into());
+                    }
+                }
+                [x.password.is_some(), x.password_file.is_some(), x.password_env.is_some()]
+            }
+            InfluxApi::V2 => {
+                for (key, value) in [("org", &x.org), ("bucket", &x.bucket)] {
+                    if value.as_deref().is_none_or(str::is_empty) {
+                        problem(key, "missing (api v2 writes to an org and bucket)".into());
+                    }
+                }
+                if x.database.is_some() || x.username.is_some() {
+                    problem("database", "only for api = \"v1\" (v2 uses org and bucket)".into());
+                }
+                [x.token.is_some(), x.token_file.is_some(), x.token_env.is_some()]
+            }
+        };
+        let secret_key = if x.api == InfluxApi::V1 { "password" } else { "token" };
+        if secrets.iter().filter(|s| **s).count() > 1 {
+            problem(
+                secret_key,
+                format!("give only one of {secret_key}, {secret_key}_file, {secret_key}_env"),
+            );
+        } else if let Err(reason) = x.secret() {
+            problem(secret_key, reason);
         }
     }
     p

@@ -25,6 +25,7 @@
 
 mod commit;
 mod retention;
+mod sinks;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ use std::sync::{Arc, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
+pub use sinks::{Backlog, DeadLetter, SinkCounters};
 pub use writer::run_writer;
 
 use tables::{
@@ -297,6 +299,7 @@ impl Store {
             txn.open_table(OUTBOX)?;
             txn.open_table(OUTBOX_BY_TIME)?;
             txn.open_table(CURSORS)?;
+            sinks::create_tables(&txn)?;
         }
         txn.commit()?;
 

@@ -9,6 +9,8 @@
 //!   `max_bytes`, the oldest raw readings go first, across all series; only when no raw reading
 //!   is left do the oldest outbox entries go. Rollups, events and series are never removed
 //!   for the budget: they are small, and they are what the status page and HQ are for.
+//! - Outbox budget: while the outbox exceeds `outbox_max_bytes`, its oldest entries go
+//!   (logged at ERROR; each sink counts the gap it finds behind its cursor as dropped).
 //! - Everything removed is counted in the [`RetentionReport`]; budget removals are logged at
 //!   WARN (raw) and ERROR (outbox: data HQ will never receive).
 //! - All of it is one write transaction: a crash leaves the store as before or as after.
@@ -69,6 +71,19 @@ pub(super) fn apply(inner: &Inner, now: TimeNs) -> Result<RetentionReport, Store
         for seq in old {
             if outbox.remove(seq)?.is_some() {
                 report.outbox_removed += 1;
+            }
+        }
+
+        if config.outbox_max_bytes > 0 {
+            let removed = trim_outbox(&mut outbox, &mut by_time, config.outbox_max_bytes)?;
+            if removed > 0 {
+                report.outbox_removed += removed;
+                tracing::error!(
+                    removed,
+                    outbox_max_bytes = config.outbox_max_bytes,
+                    "outbox over its byte budget: removed the oldest entries, which will never \
+                     be forwarded"
+                );
             }
         }
 

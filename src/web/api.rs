@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{ReadError, Shared};
+use crate::forward::status::SinkStatus;
 use crate::live::{FieldState, PipelineCounters, SensorState, SourceHealth};
 use crate::model::{AnomalyEvent, NS_PER_SEC, Rollup, format_time, now_ns, parse_time};
 use crate::store::{EventFilter, StoreStats};
@@ -124,6 +125,31 @@ fn opt_time(t: Option<i64>) -> Option<String> {
     t.map(format_time)
 }
 
+/// A sink's status with times as RFC 3339 and ages in seconds.
+#[derive(Serialize)]
+struct SinkView<'a> {
+    #[serde(flatten)]
+    status: &'a SinkStatus,
+    last_success: Option<String>,
+    last_error_at: Option<String>,
+    next_attempt_at: Option<String>,
+    oldest_unsent: Option<String>,
+    oldest_unsent_age_secs: Option<f64>,
+}
+
+impl<'a> SinkView<'a> {
+    fn new(s: &'a SinkStatus, now: TimeNs) -> Self {
+        SinkView {
+            status: s,
+            last_success: opt_time(s.last_success),
+            last_error_at: opt_time(s.last_error_at),
+            next_attempt_at: opt_time(s.next_attempt_at),
+            oldest_unsent: opt_time(s.oldest_unsent),
+            oldest_unsent_age_secs: s.oldest_unsent.map(|t| (now - t) as f64 / NS_PER_SEC as f64),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct SourceView<'a> {
     name: &'a str,
@@ -164,8 +190,8 @@ struct StatusView<'a> {
     started_at: String,
     time: String,
     sources: Vec<SourceView<'a>>,
-    /// Forwarding sinks; none exist yet, the key is kept so scripts can rely on it.
-    sinks: Vec<serde_json::Value>,
+    /// Forwarding sinks with link state and backlog.
+    sinks: Vec<SinkView<'a>>,
     /// `null` when the store could not be read; `store_error` then says why.
     store: Option<StoreStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,6 +206,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
     let stats = state.read_store("stats", |s| s.stats()).await;
     let snapshot = state.snapshot();
     let sources = state.sources.snapshot();
+    let sinks = state.sinks.snapshot();
     let now = now_ns();
     let (store, store_error) = match stats {
         Ok(stats) => (Some(stats), None),
@@ -192,7 +219,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
         started_at: format_time(state.started_at),
         time: format_time(now),
         sources: sources.iter().map(SourceView::from).collect(),
-        sinks: Vec::new(),
+        sinks: sinks.iter().map(|s| SinkView::new(s, now)).collect(),
         store,
         store_error,
         pipeline: PipelineView {

@@ -35,6 +35,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::config::WebConfig;
 use crate::live::{LiveSnapshot, SourceRegistry};
+use crate::forward::status::SinkRegistry;
 use crate::metrics::Metrics;
 use crate::model::TimeNs;
 use crate::store::{Store, StoreError};
@@ -51,6 +52,8 @@ pub struct WebState {
     pub live: watch::Receiver<Arc<LiveSnapshot>>,
     /// Health of each configured source.
     pub sources: SourceRegistry,
+    /// Link state and backlog of each configured sink.
+    pub sinks: SinkRegistry,
     /// Read-only use: rollups, events, series and sizes.
     pub store: Store,
     /// Encoded by `/metrics`; the store gauges are refreshed there, on demand.

@@ -14,6 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::html::{self, Esc, sensor_href};
 use super::{ReadError, Shared};
+use crate::forward::status::SinkStatus;
 use crate::live::{LiveSnapshot, SensorState, SourceHealth};
 use crate::model::{AnomalyEvent, NS_PER_SEC, Rollup, TimeNs, format_time, now_ns};
 use crate::store::{EventFilter, StoreStats};
@@ -74,6 +75,12 @@ pub async fn status(State(state): State<Shared>) -> Response {
 
     b.push_str("<h2 id=\"sources\">Sources</h2>");
     source_table(&mut b, &sources, now);
+
+    let sinks = state.sinks.snapshot();
+    if !sinks.is_empty() {
+        b.push_str("<h2 id=\"sinks\">Forwarding to HQ</h2>");
+        sink_table(&mut b, &sinks, now);
+    }
 
     b.push_str("<div class=\"cards\"><section><h2 id=\"store\">Store</h2>");
     match &stats {
@@ -264,6 +271,45 @@ fn source_table(b: &mut String, sources: &[SourceHealth], now: TimeNs) {
             html::count(s.readings),
             html::count(s.errors),
             last_success,
+            Esc(s.last_error.as_deref().unwrap_or("")),
+        );
+    }
+    b.push_str("</table></div>");
+}
+
+fn sink_table(b: &mut String, sinks: &[SinkStatus], now: TimeNs) {
+    b.push_str(
+        "<div class=\"scroll\"><table><tr><th>Sink</th><th>State</th><th>Last success</th>\
+         <th class=\"num\">Backlog</th><th>Oldest unsent</th><th class=\"num\">Rate</th>\
+         <th>ETA</th><th class=\"num\">Dead letters</th><th class=\"num\">Dropped</th>\
+         <th>Last error</th></tr>",
+    );
+    for s in sinks {
+        let state_class = if s.state == "up" { "ok" } else { "bad" };
+        let state = if s.state == "misconfigured" {
+            "MISCONFIGURED (check credentials, database or bucket)".to_string()
+        } else {
+            s.state.replace('_', " ")
+        };
+        let never = || "never".to_string();
+        let _ = write!(
+            b,
+            "<tr><td>{}<br><span class=\"muted\">{}</span></td><td class=\"{state_class}\">{}</td>\
+             <td>{}</td><td class=\"num\">{} ({})</td><td>{}</td><td class=\"num\">{:.0}/s</td>\
+             <td>{}</td><td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"err\">{}</td></tr>",
+            Esc(&s.name),
+            Esc(&s.url),
+            Esc(&state),
+            s.last_success.map_or_else(never, |t| html::age(now, t)),
+            html::count(s.backlog_points),
+            html::bytes(s.backlog_bytes),
+            s.oldest_unsent.map_or_else(|| "-".to_string(), |t| html::age(now, t)),
+            s.drain_rate_points_per_sec,
+            s.eta_secs
+                .map_or_else(|| "-".to_string(), |e| html::duration((e * 1e9) as i64)),
+            html::count(s.dead_letters),
+            if s.dropped_points > 0 { " bad" } else { "" },
+            html::count(s.dropped_points),
             Esc(s.last_error.as_deref().unwrap_or("")),
         );
     }

@@ -1,0 +1,178 @@
+//! `[[sinks]]`: where rollups and events are forwarded. `type = "influxdb"` is the only kind.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `[[sinks]]` entry. `type` and `name` are interface keys.
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    /// Unique name; the sink's cursor in the store is kept under it, so renaming a sink makes
+    /// it start again from the oldest entry still in the outbox.
+    pub name: String,
+    pub kind: SinkKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum SinkKind {
+    Influxdb(InfluxConfig),
+}
+
+/// Which InfluxDB write API to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfluxApi {
+    /// InfluxDB 1.x: `POST /write?db=&rp=&precision=`, optional Basic auth.
+    #[default]
+    V1,
+    /// InfluxDB 2.x and 3.x: `POST /api/v2/write?org=&bucket=&precision=`, `Authorization: Token`.
+    V2,
+}
+
+/// What a sink forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forwarded {
+    Rollups,
+    Events,
+}
+
+/// A secret given inline, read from a file (systemd credentials, Docker/K8s secrets) or from
+/// an environment variable. Never shown on a page, in the API or in the log.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "Secret(empty)" } else { "Secret(***)" })
+    }
+}
+
+/// `type = "influxdb"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8086` or `https://hq.example.com:8086`.
+    pub url: String,
+    /// `v1` (database/retention_policy/username/password) or `v2` (org/bucket/token; also
+    /// serves InfluxDB 3).
+    #[serde(default)]
+    pub api: InfluxApi,
+    /// v1: the database.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// v1: the retention policy (default: the database's default).
+    #[serde(default)]
+    pub retention_policy: Option<String>,
+    /// v1: user name for Basic auth.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// v1: password, inline. Prefer `password_file` or `password_env`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// v1: read the password from this file (trailing newline removed).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// v1: read the password from this environment variable.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// v2: organisation.
+    #[serde(default)]
+    pub org: Option<String>,
+    /// v2: bucket.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// v2: API token, inline. Prefer `token_file` or `token_env`.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Timestamp precision of the written points: ns, us, ms or s.
+    #[serde(default = "InfluxConfig::default_precision")]
+    pub precision: String,
+    /// At most this many points per request.
+    #[serde(default = "InfluxConfig::default_batch_max_points")]
+    pub batch_max_points: usize,
+    /// At most this many bytes of line protocol per request (before gzip).
+    #[serde(default = "InfluxConfig::default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// Compress request bodies with gzip.
+    #[serde(default = "InfluxConfig::default_gzip")]
+    pub gzip: bool,
+    /// A request without an answer after this long counts as failed and is retried.
+    #[serde(default = "InfluxConfig::default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// What to forward: `rollups`, `events` or both (default).
+    #[serde(default = "InfluxConfig::default_forward")]
+    pub forward: Vec<Forwarded>,
+    /// Drain a backlog at no more than this many points per second (0: as fast as InfluxDB
+    /// accepts), so that a gateway catching up after an outage does not saturate the uplink.
+    #[serde(default)]
+    pub max_points_per_sec: u64,
+    /// First retry delay after a failure; doubles (with jitter) up to `retry_max_secs`.
+    #[serde(default = "InfluxConfig::default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "InfluxConfig::default_retry_max_secs")]
+    pub retry_max_secs: u64,
+    /// Retry delay while InfluxDB answers 401/403/404 (credentials, database or bucket wrong).
+    #[serde(default = "InfluxConfig::default_misconfigured_retry_secs")]
+    pub misconfigured_retry_secs: u64,
+    /// Static tags added to every point of this sink (the `gateway` tag is always added).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl InfluxConfig {
+    fn default_precision() -> String {
+        "ns".into()
+    }
+    fn default_batch_max_points() -> usize {
+        5_000
+    }
+    fn default_batch_max_bytes() -> usize {
+        1 << 20
+    }
+    fn default_gzip() -> bool {
+        true
+    }
+    fn default_request_timeout_secs() -> u64 {
+        10
+    }
+    fn default_forward() -> Vec<Forwarded> {
+        vec![Forwarded::Rollups, Forwarded::Events]
+    }
+    fn default_retry_initial_ms() -> u64 {
+        500
+    }
+    fn default_retry_max_secs() -> u64 {
+        60
+    }
+    fn default_misconfigured_retry_secs() -> u64 {
+        60
+    }
+
+    /// The v1 password or the v2 token, from the config, a file or the environment.
+    pub fn secret(&self) -> Result<Secret, String> {
+        let (inline, file, env, what) = match self.api {
+            InfluxApi::V1 => (&self.password, &self.password_file, &self.password_env, "password"),
+            InfluxApi::V2 => (&self.token, &self.token_file, &self.token_env, "token"),
+        };
+        if let Some(s) = inline {
+            return Ok(Secret(s.clone()));
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
+            return Ok(Secret(text.trim_end_matches(['\n', '\r']).to_string()));
+        }
+        if let Some(var) = env {
+            return std::env::var(var)
+                .map(Secret)
+                .map_err(|_| format!("the environment variable {var} (the {what}) is not set"));
+        }
+        Ok(Secret::default())
+    }
+}

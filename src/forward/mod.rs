@@ -1,0 +1,123 @@
+//! Forwarding to InfluxDB at HQ: one forwarder task per `[[sinks]]` entry, each with its own
+//! cursor in the store, plus a trimmer that removes outbox entries every sink has.
+//!
+//! - `line_protocol`: the encoder (pure).
+//! - `points`: rollups and events as points with a deterministic tag set (pure).
+//! - `influx`: the write request (v1 or v2) and the classification of InfluxDB's answer.
+//! - `sink`: the forwarder loop: read from the cursor, send, acknowledge, back off.
+//! - `status`: link state and backlog per sink, for the web.
+
+pub mod influx;
+pub mod line_protocol;
+pub mod points;
+pub mod sink;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, SinkKind};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use influx::Endpoint;
+use points::PointTags;
+use status::{SinkRegistry, SinkStatus};
+
+/// How often outbox entries acknowledged by every sink are removed.
+const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Starts a forwarder per sink and the trimmer on `tracker`; they stop on `shutdown`.
+pub fn start(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    registry: &SinkRegistry,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let mut names = Vec::new();
+    for sink in &config.sinks {
+        let SinkKind::Influxdb(influx) = &sink.kind;
+        let secret = influx.secret().map_err(anyhow::Error::msg).with_context(|| format!("sink {}", sink.name))?;
+        let endpoint = Endpoint::new(influx, &secret)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("sink {}", sink.name))?;
+        let mut static_tags = config.gateway.tags.clone();
+        static_tags.extend(influx.tags.clone());
+        let mut shown_url = endpoint.write_url.clone();
+        let _ = shown_url.set_username("");
+        let _ = shown_url.set_password(None);
+        shown_url.set_query(None);
+        let status = registry.register(SinkStatus {
+            name: sink.name.clone(),
+            kind: "influxdb".into(),
+            url: shown_url.to_string(),
+            state: "starting".into(),
+            ..SinkStatus::default()
+        });
+        let state_gauge = metrics.clone();
+        let forwarder = sink::Forwarder {
+            name: sink.name.clone(),
+            config: influx.clone(),
+            endpoint,
+            tags: PointTags {
+                gateway: config.gateway.id.clone(),
+                static_tags,
+            },
+            store: store.clone(),
+            status: status.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tracker.spawn(forwarder.run());
+        // Mirrors the link state into /metrics.
+        let name = sink.name.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => state_gauge.sink_state.set(&name, &status.get().state),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+        tracing::info!(sink = %sink.name, url = %influx.url, "forwarder started");
+        names.push(sink.name.clone());
+    }
+    if !names.is_empty() {
+        tracker.spawn(trim(store.clone(), names, shutdown.clone()));
+    }
+    Ok(())
+}
+
+/// Removes the outbox entries that every configured sink has acknowledged.
+async fn trim(store: Store, sinks: Vec<String>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(TRIM_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let store = store.clone();
+        let sinks = sinks.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut min = u64::MAX;
+            for sink in &sinks {
+                min = min.min(store.sink_counters(sink)?.cursor);
+            }
+            if min == 0 { Ok(0) } else { store.trim_acknowledged(min) }
+        })
+        .await;
+        match result {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(removed = n, "trimmed acknowledged outbox entries"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot trim the outbox"),
+            Err(e) => tracing::error!(error = %e, "outbox trimmer panicked"),
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! One forwarder per configured sink: reads the outbox from the sink's cursor, encodes a batch
+//! of line protocol, sends it, and moves the cursor (in a store transaction) only after
+//! InfluxDB accepted it or refused it for good. Delivery is at least once; points are
+//! deterministic (window start as timestamp, fixed tags), so a resent point overwrites itself.
+//!
+//! Failures never slow acquisition: the forwarder only reads the store. A dead uplink makes
+//! it back off (jittered exponential, `Retry-After` honoured); a misconfigured one
+//! (401/403/404) retries slowly and says so on the status page and in the log at ERROR.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use super::influx::{Endpoint, Outcome};
+use super::line_protocol::{Precision, encode};
+use super::points::{PointTags, outbox_point};
+use super::status::SinkHandle;
+use crate::config::{Forwarded, InfluxConfig};
+use crate::metrics::{Metrics, SinkLabel};
+use crate::model::now_ns;
+use crate::store::{DeadLetter, OutboxEntry, Store, StoreError};
+
+/// How often the backlog figures on the status page are refreshed.
+const STATUS_REFRESH: Duration = Duration::from_secs(2);
+/// How long an idle forwarder waits before looking at the outbox again.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+pub struct Forwarder {
+    pub name: String,
+    pub config: InfluxConfig,
+    pub endpoint: Endpoint,
+    pub tags: PointTags,
+    pub store: Store,
+    pub status: SinkHandle,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+/// Jittered exponential backoff, reset on success.
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let exp = self.initial.saturating_mul(1u32 << self.failures.min(20));
+        self.failures = self.failures.saturating_add(1);
+        let capped = exp.min(self.max);
+        capped.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Runs a blocking store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    store: &Store,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+fn precision(p: &str) -> Precision {
+    match p {
+        "s" => Precision::S,
+        "ms" => Precision::Ms,
+        "us" => Precision::Us,
+        _ => Precision::Ns,
+    }
+}
+
+impl Forwarder {
+    pub async fn run(self) {
+        let client = match reqwest::Client::builder()
+            .timeout(Duration::from_secs(self.config.request_timeout_secs))
+            .connect_timeout(Duration::from_secs(self.config.request_timeout_secs.min(10)))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "cannot build the HTTP client; this sink is stopped");
+                self.status.update(|s| {
+                    s.state = "misconfigured".into();
+                    s.last_error = Some(format!("cannot build the HTTP client: {e}"));
+                });
+                return;
+            }
+        };
+        let label = SinkLabel { sink: self.name.clone() };
+        let sent = self.metrics.sink_points_sent.get_or_create(&label);
+        let dead = self.metrics.sink_dead_letters.get_or_create(&label);
+        let dropped_metric = self.metrics.sink_dropped_points.get_or_create(&label);
+        let backlog_gauge = self.metrics.sink_backlog_points.get_or_create(&label);
+        let precision = precision(&self.config.precision);
+        let mut backoff = Backoff {
+            initial: Duration::from_millis(self.config.retry_initial_ms),
+            max: Duration::from_secs(self.config.retry_max_secs),
+            failures: 0,
+        };
+        let mut batch_limit = self.config.batch_max_points;
+        let mut next_allowed = Instant::now();
+        let mut last_refresh: Option<Instant> = None;
+        let mut rate = 0.0f64;
+        let mut last_ack = Instant::now();
+
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            if last_refresh.is_none_or(|t| t.elapsed() >= STATUS_REFRESH) {
+                last_refresh = Some(Instant::now());
+                self.refresh(rate, &backlog_gauge).await;
+            }
+            let name = self.name.clone();
+            let read = blocking(&self.store, move |s| {
+                let counters = s.sink_counters(&name)?;
+                let entries = s.outbox_after(counters.cursor, batch_limit)?;
+                Ok((counters.cursor, entries))
+            })
+            .await;
+            let (cursor, entries) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(sink = %self.name, error = %e, "cannot read the outbox");
+                    self.pause(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if entries.is_empty() {
+                if self.status.get().state == "starting" {
+                    self.status.update(|s| s.state = "up".into());
+                }
+                self.pause(IDLE_POLL).await;
+                continue;
+            }
+
+            // Entries missing behind the cursor were removed by retention: lost for this sink.
+            let mut dropped = 0;
+            let mut prev = cursor;
+            let mut body = String::new();
+            let mut dead_letters = Vec::new();
+            let mut last_seq = cursor;
+            let mut points = 0u64;
+            let mut consumed = 0usize;
+            for (seq, entry) in &entries {
+                if !body.is_empty() && body.len() >= self.config.batch_max_bytes {
+                    break;
+                }
+                consumed += 1;
+                dropped += seq - prev - 1;
+                prev = *seq;
+                last_seq = *seq;
+                let wanted = match entry {
+                    OutboxEntry::Rollup { .. } => self.config.forward.contains(&Forwarded::Rollups),
+                    OutboxEntry::Event(_) => self.config.forward.contains(&Forwarded::Events),
+                };
+                if !wanted {
+                    continue;
+                }
+                let Some(point) = outbox_point(entry, &self.tags) else { continue };
+                let before = body.len();
+                if let Err(e) = encode(&point, precision, &mut body) {
+                    body.truncate(before);
+                    dead_letters.push(DeadLetter {
+                        seq: *seq,
+                        line: format!("{point:?}"),
+                        reason: format!("cannot encode: {e}"),
+                        time: now_ns(),
+                    });
+                    continue;
+                }
+                points += 1;
+            }
+            if dropped > 0 {
+                tracing::error!(sink = %self.name, dropped, "outbox entries were removed by retention before this sink had them");
+            }
+
+            let outcome = if points == 0 {
+                Outcome::Accepted
+            } else {
+                if let Some(cap) = std::num::NonZeroU64::new(self.config.max_points_per_sec) {
+                    let wait = next_allowed.saturating_duration_since(Instant::now());
+                    if !wait.is_zero() {
+                        self.pause(wait).await;
+                        if self.shutdown.is_cancelled() {
+                            break;
+                        }
+                    }
+                    next_allowed = Instant::now().max(next_allowed)
+                        + Duration::from_secs_f64(points as f64 / cap.get() as f64);
+                }
+                tokio::select! {
+                    outcome = self.endpoint.send(&client, &body) => outcome,
+                    // Abandoned: the batch stays behind the cursor and is sent again (the
+                    // same points) after the restart.
+                    _ = self.shutdown.cancelled() => break,
+                }
+            };
+
+            // InfluxDB refused part of the batch without naming the lines (a field type
+            // conflict): bisect. The good points of each try are stored again, which changes
+            // nothing (same points); a single refused point becomes a dead letter.
+            if let Outcome::Rejected { attributed: false, .. } = &outcome
+                && points > 1
+                && consumed > 1
+            {
+                batch_limit = (consumed / 2).max(1);
+                tracing::debug!(sink = %self.name, batch_limit, "isolating refused points");
+                continue;
+            }
+            match outcome {
+                Outcome::Accepted | Outcome::Rejected { .. } => {
+                    if let Outcome::Rejected { reason, lines, .. } = &outcome {
+                        tracing::warn!(sink = %self.name, refused = lines.len(), %reason, "InfluxDB refused points; they are kept as dead letters");
+                        let time = now_ns();
+                        dead_letters.extend(lines.iter().map(|(line, why)| DeadLetter {
+                            seq: last_seq,
+                            line: line.clone(),
+                            reason: why.clone(),
+                            time,
+                        }));
+                    }
+                    let name = self.name.clone();
+                    let letters = dead_letters.clone();
+                    if let Err(e) = blocking(&self.store, move |s| s.acknowledge(&name, last_seq, dropped, &letters)).await {
+                        // The batch was delivered; it will be sent again (idempotent) after
+                        // the store recovers.
+                        tracing::error!(sink = %self.name, error = %e, "cannot advance the cursor");
+                        self.pause(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    let elapsed = last_ack.elapsed().as_secs_f64().max(1e-3);
+                    last_ack = Instant::now();
+                    let instant_rate = points as f64 / elapsed;
+                    rate = if rate == 0.0 { instant_rate } else { rate * 0.8 + instant_rate * 0.2 };
+                    sent.inc_by(points);
+                    dead.inc_by(dead_letters.len() as u64);
+                    dropped_metric.inc_by(dropped);
+                    let was = self.status.get().state;
+                    if was != "up" && was != "starting" {
+                        tracing::info!(sink = %self.name, "InfluxDB accepts points again");
+                    }
+                    self.status.update(|s| {
+                        s.state = "up".into();
+                        s.last_success = Some(now_ns());
+                        s.next_attempt_at = None;
+                        s.sent_points += points;
+                        s.cursor = last_seq;
+                    });
+                    backoff.reset();
+                    if batch_limit < self.config.batch_max_points {
+                        batch_limit = (batch_limit * 2).min(self.config.batch_max_points);
+                    }
+                }
+                Outcome::TooLarge => {
+                    if batch_limit == 1 {
+                        // A single point too large for InfluxDB can never be sent.
+                        let name = self.name.clone();
+                        let letter = DeadLetter {
+                            seq: last_seq,
+                            line: body.lines().next().unwrap_or_default().to_string(),
+                            reason: "HTTP 413: request entity too large".into(),
+                            time: now_ns(),
+                        };
+                        let _ = blocking(&self.store, move |s| s.acknowledge(&name, last_seq, dropped, &[letter])).await;
+                    }
+                    batch_limit = (batch_limit / 2).max(1);
+                    tracing::warn!(sink = %self.name, batch_limit, "InfluxDB answered 413: smaller batches");
+                }
+                Outcome::Misconfigured { reason } => {
+                    let was = self.status.get().state;
+                    if was != "misconfigured" {
+                        tracing::error!(sink = %self.name, %reason, "InfluxDB refuses this gateway's writes (credentials, database or bucket): nothing is lost, fix the sink config");
+                    }
+                    let wait = Duration::from_secs(self.config.misconfigured_retry_secs);
+                    self.failed("misconfigured", reason, wait);
+                    self.pause(wait).await;
+                }
+                Outcome::Retry { reason, after } => {
+                    let answered = reason.starts_with("HTTP ");
+                    let state = if answered { "backing_off" } else { "down" };
+                    let was = self.status.get().state;
+                    if was != state {
+                        tracing::warn!(sink = %self.name, %reason, "cannot forward; backing off and retrying");
+                    }
+                    let wait = backoff.next().max(after.unwrap_or_default());
+                    self.failed(state, reason, wait);
+                    self.pause(wait).await;
+                }
+            }
+        }
+        self.status.update(|s| s.next_attempt_at = None);
+        tracing::info!(sink = %self.name, "forwarder stopped");
+    }
+
+    fn failed(&self, state: &str, reason: String, wait: Duration) {
+        let now = now_ns();
+        self.status.update(|s| {
+            s.state = state.into();
+            s.last_error = Some(reason);
+            s.last_error_at = Some(now);
+            s.next_attempt_at = Some(now + i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX));
+        });
+    }
+
+    /// Sleeps, or returns early on shutdown.
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+
+    /// Refreshes the backlog figures from the store.
+    async fn refresh(&self, rate: f64, gauge: &crate::metrics::Gauge) {
+        let name = self.name.clone();
+        let read = blocking(&self.store, move |s| {
+            let counters = s.sink_counters(&name)?;
+            let backlog = s.backlog(counters.cursor)?;
+            Ok((counters, backlog))
+        })
+        .await;
+        match read {
+            Ok((counters, backlog)) => {
+                gauge.set(i64::try_from(backlog.points).unwrap_or(i64::MAX));
+                self.status.update(|s| {
+                    s.cursor = counters.cursor;
+                    s.dead_letters = counters.dead_letters;
+                    s.dropped_points = counters.dropped;
+                    s.backlog_points = backlog.points;
+                    s.backlog_bytes = backlog.bytes;
+                    s.oldest_unsent = backlog.oldest;
+                    s.drain_rate_points_per_sec = rate;
+                    s.eta_secs = (rate > 0.0 && backlog.points > 0).then(|| backlog.points as f64 / rate);
+                });
+            }
+            Err(e) => tracing::warn!(sink = %self.name, error = %e, "cannot read the backlog"),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Per-sink link state and backlog, shared between each forwarder (writer) and the web
+//! (reader), like the sources' health. Never holds a secret.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::model::TimeNs;
+
+/// What the status page, `/api/v1/status` and `/metrics` show about one sink.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SinkStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The base URL without credentials.
+    pub url: String,
+    /// `starting`, `up`, `down` (no answer: network error or timeout), `backing_off` (InfluxDB
+    /// answered 408/429/5xx and is given time) or `misconfigured` (401/403/404).
+    pub state: String,
+    pub last_success: Option<TimeNs>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<TimeNs>,
+    /// Gateway clock of the next attempt while backing off.
+    pub next_attempt_at: Option<TimeNs>,
+    /// Outbox entries this sink has not acknowledged yet.
+    pub backlog_points: u64,
+    pub backlog_bytes: u64,
+    /// Time of the oldest unsent entry (rollup window start or event change).
+    pub oldest_unsent: Option<TimeNs>,
+    /// Points acknowledged per second, smoothed over the last minute or so.
+    pub drain_rate_points_per_sec: f64,
+    /// Seconds until the backlog is drained at the current rate.
+    pub eta_secs: Option<f64>,
+    /// Points acknowledged since start.
+    pub sent_points: u64,
+    /// Points refused for good (in the dead-letter table), since the store was created.
+    pub dead_letters: u64,
+    /// Outbox entries removed by retention before this sink had them, since the store was
+    /// created: data HQ will not get.
+    pub dropped_points: u64,
+    /// Last acknowledged outbox sequence.
+    pub cursor: u64,
+}
+
+/// One slot per configured sink.
+#[derive(Clone, Debug, Default)]
+pub struct SinkRegistry {
+    slots: Arc<Mutex<Vec<SinkStatus>>>,
+}
+
+impl SinkRegistry {
+    pub fn register(&self, status: SinkStatus) -> SinkHandle {
+        let mut slots = self.slots.lock().expect("sink registry poisoned");
+        slots.push(status);
+        SinkHandle {
+            slots: self.slots.clone(),
+            index: slots.len() - 1,
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<SinkStatus> {
+        self.slots.lock().expect("sink registry poisoned").clone()
+    }
+}
+
+/// A forwarder's handle on its own status.
+#[derive(Clone, Debug)]
+pub struct SinkHandle {
+    slots: Arc<Mutex<Vec<SinkStatus>>>,
+    index: usize,
+}
+
+impl SinkHandle {
+    pub fn update(&self, f: impl FnOnce(&mut SinkStatus)) {
+        let mut slots = self.slots.lock().expect("sink registry poisoned");
+        f(&mut slots[self.index]);
+    }
+
+    pub fn get(&self) -> SinkStatus {
+        self.slots.lock().expect("sink registry poisoned")[self.index].clone()
+    }
+}

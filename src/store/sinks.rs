@@ -1,0 +1,183 @@
+//! What the forwarders need from the store: cursors advanced together with dead letters and
+//! drop counts in one transaction, the backlog behind a cursor, and trimming of outbox entries
+//! every sink has acknowledged.
+//!
+//! Invariants:
+//! - A cursor only moves forward, and only in the same transaction that records the dead
+//!   letters and dropped entries of the range it moves over: after a crash the counters and
+//!   the cursor agree.
+//! - Outbox sequences are contiguous when written; a gap after a sink's cursor can only come
+//!   from retention (age or byte budget) and is what that sink lost. The forwarder counts it.
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::tables::{self, CURSORS, OUTBOX, OUTBOX_BY_TIME};
+use super::{Store, StoreError};
+use crate::model::TimeNs;
+
+/// (sink, id) → serde_json of [`DeadLetter`].
+const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
+/// (sink, counter name) → value: `dropped`, `dead_letters`, `dead_letter_next_id`.
+const SINK_COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("sink_counters");
+
+/// A point the sink refused for good (InfluxDB answered 4xx for it), kept with the reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Outbox sequence of the batch's last entry (the lines of one batch share it).
+    pub seq: u64,
+    /// The line protocol that was refused (or the batch's first line when InfluxDB did not
+    /// say which).
+    pub line: String,
+    /// InfluxDB's own words.
+    pub reason: String,
+    /// Gateway clock when it was refused.
+    pub time: TimeNs,
+}
+
+/// Durable per-sink counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SinkCounters {
+    /// Last acknowledged outbox sequence (0: nothing yet).
+    pub cursor: u64,
+    /// Outbox entries removed by retention before this sink had them: lost for it.
+    pub dropped: u64,
+    pub dead_letters: u64,
+}
+
+/// What waits behind a cursor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    pub points: u64,
+    /// Bytes of the stored entries (JSON), an estimate of the work left.
+    pub bytes: u64,
+    /// Time of the oldest waiting entry (rollup window start or event change).
+    pub oldest: Option<TimeNs>,
+}
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(DEAD_LETTERS)?;
+    txn.open_table(SINK_COUNTERS)?;
+    Ok(())
+}
+
+impl Store {
+    /// Moves `sink`'s cursor to `up_to` (never backwards) and records `dropped` lost entries
+    /// and the dead letters of the acknowledged range, in one durable transaction.
+    pub fn acknowledge(
+        &self,
+        sink: &str,
+        up_to: u64,
+        dropped: u64,
+        dead: &[DeadLetter],
+    ) -> Result<(), StoreError> {
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut cursors = txn.open_table(CURSORS)?;
+            let current = cursors.get(sink)?.map_or(0, |v| v.value());
+            cursors.insert(sink, current.max(up_to))?;
+            let mut counters = txn.open_table(SINK_COUNTERS)?;
+            let mut bump = |name: &str, by: u64| -> Result<u64, StoreError> {
+                let old = counters.get((sink, name))?.map_or(0, |v| v.value());
+                counters.insert((sink, name), old + by)?;
+                Ok(old)
+            };
+            if dropped > 0 {
+                bump("dropped", dropped)?;
+            }
+            if !dead.is_empty() {
+                bump("dead_letters", dead.len() as u64)?;
+                let first_id = bump("dead_letter_next_id", dead.len() as u64)?;
+                let mut letters = txn.open_table(DEAD_LETTERS)?;
+                for (i, letter) in dead.iter().enumerate() {
+                    let bytes = tables::encode_json("dead_letters", letter)?;
+                    letters.insert((sink, first_id + i as u64), bytes.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn sink_counters(&self, sink: &str) -> Result<SinkCounters, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let counters = txn.open_table(SINK_COUNTERS)?;
+        let get = |name: &str| -> Result<u64, StoreError> {
+            Ok(counters.get((sink, name))?.map_or(0, |v| v.value()))
+        };
+        Ok(SinkCounters {
+            cursor: txn.open_table(CURSORS)?.get(sink)?.map_or(0, |v| v.value()),
+            dropped: get("dropped")?,
+            dead_letters: get("dead_letters")?,
+        })
+    }
+
+    /// The dead letters of `sink`, newest first, at most `limit`.
+    pub fn dead_letters(&self, sink: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(DEAD_LETTERS)?;
+        let mut out = Vec::new();
+        for item in table.range((sink, 0u64)..=(sink, u64::MAX))?.rev() {
+            let (_, value) = item?;
+            match serde_json::from_slice(value.value()) {
+                Ok(letter) => out.push(letter),
+                Err(e) => tracing::error!(sink, error = %e, "skipping an undecodable dead letter"),
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries after `after`: how many, their stored bytes, and the time of the oldest.
+    /// Walks the range, so call it at the pace of a status refresh.
+    pub fn backlog(&self, after: u64) -> Result<Backlog, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut backlog = Backlog::default();
+        for item in table.range((after.saturating_add(1))..)? {
+            let (_, value) = item?;
+            if backlog.oldest.is_none() {
+                backlog.oldest = tables::decode_outbox(value.value())
+                    .ok()
+                    .map(|e| tables::outbox_time(&e));
+            }
+            backlog.points += 1;
+            backlog.bytes += value.value().len() as u64;
+        }
+        Ok(backlog)
+    }
+
+    /// Removes the outbox entries up to `up_to` (inclusive): every sink has them. Returns how
+    /// many were removed.
+    pub fn trim_acknowledged(&self, up_to: u64) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut by_time = txn.open_table(OUTBOX_BY_TIME)?;
+            let mut done = Vec::new();
+            let mut extracted = outbox.extract_from_if(..=up_to, |_, _| true)?;
+            for item in &mut extracted {
+                let (seq, value) = item?;
+                let time = tables::decode_outbox(value.value())
+                    .ok()
+                    .map(|e| tables::outbox_time(&e));
+                done.push((seq.value(), time));
+            }
+            extracted.close()?;
+            for (seq, time) in done {
+                removed += 1;
+                match time {
+                    Some(time) => {
+                        by_time.remove((time, seq))?;
+                    }
+                    None => by_time.retain(|key, _| key.1 != seq)?,
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+}

@@ -1,0 +1,244 @@
+//! Forwarding to a real InfluxDB 1.x (`influxd`, started by the tests on a free loopback
+//! port): normal delivery, an outage, a refused point, a misconfigured sink. The v2 API is
+//! checked against a local HTTP stub, because no InfluxDB 2/3 server is available here.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use edgewatch::app::{self, Running};
+use edgewatch::config::{self, Config};
+use edgewatch::model::{NS_PER_SEC, format_time, now_ns};
+use serde_json::Value;
+use support::influxd::Influxd;
+use tokio_util::sync::CancellationToken;
+
+const WINDOW: i64 = 60 * NS_PER_SEC;
+
+fn config(store: &std::path::Path, start: i64, ticks: u64, sink: &str) -> Config {
+    let text = format!(
+        r#"
+[gateway]
+id = "gw-fwd"
+tags = {{ site = "test-plant" }}
+[store]
+path = "{}"
+[web]
+listen = "127.0.0.1:0"
+[[sources]]
+type = "sim"
+name = "sim"
+sensors = 4
+interval_ms = 1000
+seed = 11
+fault_interval_secs = 30
+start_time = "{}"
+ticks = {ticks}
+realtime = false
+[[rules]]
+name = "overtemperature"
+match = "*/temperature"
+kind = "limit"
+max = 100.0
+max_clear = 95.0
+{sink}
+"#,
+        store.display(),
+        format_time(start)
+    );
+    config::load_str(&text).expect("test config")
+}
+
+fn sink(url: &str, extra: &str) -> String {
+    format!(
+        "[[sinks]]\ntype = \"influxdb\"\nname = \"hq\"\nurl = \"{url}\"\nretry_initial_ms = 100\nretry_max_secs = 1\nmisconfigured_retry_secs = 1\n{extra}\n"
+    )
+}
+
+async fn status(running: &Running) -> Value {
+    reqwest::get(format!("http://{}/api/v1/status", running.web_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls `check` every 100 ms until it returns true, for at most `secs`.
+async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every stored rollup as (sensor, field, start) → (count, mean, min, max).
+fn stored_rollups(running: &Running) -> BTreeMap<(String, String, i64), (u64, f64, f64, f64)> {
+    let mut out = BTreeMap::new();
+    for (series, _) in running.store.series().unwrap() {
+        for r in running.store.rollups(&series.sensor, Some(&series.field), i64::MIN, i64::MAX).unwrap() {
+            out.insert(
+                (series.sensor.to_string(), series.field.to_string(), r.start),
+                (r.stats.count, r.stats.mean(), r.stats.min, r.stats.max),
+            );
+        }
+    }
+    out
+}
+
+/// Every `rollup` point in InfluxDB, keyed like [`stored_rollups`].
+fn influx_rollups(influx: &Influxd, db: &str) -> BTreeMap<(String, String, i64), (u64, f64, f64, f64)> {
+    let result = influx.query(db, "SELECT \"count\", \"mean\", \"min\", \"max\", \"sensor\", \"field\" FROM \"rollup\"");
+    let mut out = BTreeMap::new();
+    let Some(series) = result["results"][0]["series"].as_array() else {
+        return out;
+    };
+    for s in series {
+        let columns: Vec<&str> = s["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        let col = |name: &str| columns.iter().position(|c| *c == name).unwrap();
+        for v in s["values"].as_array().unwrap() {
+            out.insert(
+                (
+                    v[col("sensor")].as_str().unwrap().to_string(),
+                    v[col("field")].as_str().unwrap().to_string(),
+                    v[col("time")].as_i64().unwrap(),
+                ),
+                (
+                    v[col("count")].as_u64().unwrap(),
+                    v[col("mean")].as_f64().unwrap(),
+                    v[col("min")].as_f64().unwrap(),
+                    v[col("max")].as_f64().unwrap(),
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn start_time() -> i64 {
+    (now_ns() / WINDOW - 60) * WINDOW
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rollup_and_event_reaches_influxdb_with_its_tags_fields_and_time() {
+    let influx = Influxd::start();
+    influx.create_database("plant");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.redb");
+    let start = start_time();
+    let sink = sink(&influx.url(), "database = \"plant\"\ntags = { region = \"north\" }");
+
+    let shutdown = CancellationToken::new();
+    let running = app::start(config(&store, start, 600, &sink), shutdown.clone()).await.unwrap();
+    // Let the sim finish, then stop: the open windows are flushed into the store.
+    eventually(30, "sim done", async || running.live.borrow().counters.readings >= 600 * 12).await;
+    eventually(30, "closed windows forwarded", async || !influx_rollups(&influx, "plant").is_empty()).await;
+    shutdown.cancel();
+    running.wait().await.unwrap();
+
+    // Restart with nothing new: the forwarder drains what is left.
+    let shutdown = CancellationToken::new();
+    let running = app::start(config(&store, start, 0, &sink), shutdown.clone()).await.unwrap();
+    let expected = stored_rollups(&running);
+    assert!(expected.len() >= 4 * 3 * 10, "{} rollups", expected.len());
+    eventually(30, "every rollup in InfluxDB", async || influx_rollups(&influx, "plant").len() == expected.len()).await;
+    assert_eq!(influx_rollups(&influx, "plant"), expected, "values and timestamps, exactly");
+
+    // Tags: gateway, source, static gateway and sink tags.
+    let tags = influx.query("plant", "SHOW TAG KEYS FROM \"rollup\"");
+    let keys: Vec<&str> = tags["results"][0]["series"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v[0].as_str().unwrap())
+        .collect();
+    for key in ["field", "gateway", "region", "sensor", "site", "source"] {
+        assert!(keys.contains(&key), "tag {key} missing from {keys:?}");
+    }
+    let gw = influx.count("plant", "SELECT COUNT(\"mean\") FROM \"rollup\" WHERE \"gateway\" = 'gw-fwd'");
+    assert_eq!(gw, expected.len() as u64);
+
+    // Events: one point per episode, at its raise time, with its final state.
+    let events = running.store.events(&Default::default()).unwrap();
+    assert!(!events.is_empty(), "the fault schedule should raise events");
+    eventually(30, "every event in InfluxDB", async || {
+        influx.count("plant", "SELECT COUNT(\"id\") FROM \"anomaly\"") == events.len() as u64
+    })
+    .await;
+    for e in &events {
+        let r = influx.query(
+            "plant",
+            &format!("SELECT \"id\", \"active\" FROM \"anomaly\" WHERE \"id\" = {}", e.id),
+        );
+        let row = &r["results"][0]["series"][0]["values"][0];
+        assert_eq!(row[0].as_i64(), Some(e.raised_at), "event {} time", e.id);
+        assert_eq!(row[2].as_bool(), Some(e.is_active()), "event {} state", e.id);
+    }
+
+    let st = status(&running).await;
+    let hq = &st["sinks"][0];
+    assert_eq!(hq["name"], "hq");
+    assert_eq!(hq["state"], "up");
+    assert!(!hq["url"].as_str().unwrap().contains('?'));
+    shutdown.cancel();
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_point_becomes_a_dead_letter_and_the_rest_is_delivered() {
+    let influx = Influxd::start();
+    influx.create_database("plant");
+    // A `count` field stored as a string makes InfluxDB refuse our integer `count` for this
+    // one series: a real partial write (field type conflict) that no other fault gives.
+    let (code, _) = influx.write_lines("plant", "rollup,field=x,sensor=y count=\"text\" 1\n");
+    assert_eq!(code, 204);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink(&influx.url(), "database = \"plant\"\nforward = [\"rollups\"]\nbatch_max_points = 50");
+    let shutdown = CancellationToken::new();
+    let running = app::start(config(&dir.path().join("s.redb"), start_time(), 200, &sink), shutdown.clone())
+        .await
+        .unwrap();
+    eventually(30, "sim done", async || running.live.borrow().counters.rollups >= 4 * 3 * 3).await;
+    eventually(30, "backlog drained", async || {
+        let st = status(&running).await;
+        st["sinks"][0]["backlog_points"] == 0 && st["sinks"][0]["cursor"].as_u64() > Some(0)
+    })
+    .await;
+    assert_eq!(running.store.sink_counters("hq").unwrap().dead_letters, 0, "nothing refused yet");
+    shutdown.cancel();
+    running.wait().await.unwrap();
+    drop(influx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_database_shows_misconfigured_and_loses_nothing_until_fixed() {
+    let influx = Influxd::start();
+    influx.create_database("plant");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.redb");
+    let start = start_time();
+    let wrong = sink(&influx.url(), "database = \"plnat\"");
+    let shutdown = CancellationToken::new();
+    let running = app::start(config(&store, start, 300, &wrong), shutdown.clone()).await.unwrap();
+    eventually(30, "misconfigured shown", async || status(&running).await["sinks"][0]["state"] == "misconfigured").await;
+    let st = status(&running).await;
+    assert!(st["sinks"][0]["last_error"].as_str().unwrap().contains("database not found"), "{st}");
+    let page = reqwest::get(format!("http://{}/", running.web_addr)).await.unwrap().text().await.unwrap();
+    assert!(page.contains("MISCONFIGURED"), "the status page says so loudly");
+    shutdown.cancel();
+    running.wait().await.unwrap();
+
+    let right = sink(&influx.url(), "database = \"plant\"");
+    let shutdown = CancellationToken::new();
+    let running = app::start(config(&store, start, 0, &right), shutdown.clone()).await.unwrap();
+    let expected = stored_rollups(&running);
+    eventually(30, "everything drained after the fix", async || {
+        influx_rollups(&influx, "plant").len() == expected.len()
+    })
+    .await;
+    assert_eq!(influx_rollups(&influx, "plant"), expected);
+    shutdown.cancel();
+    running.wait().await.unwrap();
+}
