@@ -230,9 +230,11 @@ impl Influxd {
             sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
-        let status = child.wait();
+        let status = child
+            .wait()
+            .map_or_else(|error| error.to_string(), |status| status.to_string());
         self.note(&format!(
-            "influxd ignored SIGTERM for {STOP_GRACE:?}; killed: {status:?}"
+            "influxd ignored SIGTERM for {STOP_GRACE:?}; killed: {status}"
         ));
     }
 
@@ -308,16 +310,21 @@ impl Influxd {
                     return;
                 }
                 Err(NotReady::Exited(status)) => {
-                    let port_taken = self
-                        .log_since(log_offset)
-                        .contains("address already in use");
-                    if port_taken && attempt < START_ATTEMPTS {
+                    let log = self.log_since(log_offset);
+                    let http_taken =
+                        log.contains(&format!("127.0.0.1:{port}: bind: address already in use"));
+                    let port_taken = log.contains("address already in use");
+                    // A taken fixed port (on restart) stays taken: only new ports can help.
+                    let retry = port_taken && !(http_taken && fixed_port.is_some());
+                    if retry && attempt < START_ATTEMPTS {
                         continue;
                     }
                     self.fail(format!(
                         "influxd exited ({status}) before it was ready on 127.0.0.1:{port}{}",
-                        if port_taken {
-                            " (a port was taken)"
+                        if http_taken {
+                            ": another process holds that port"
+                        } else if port_taken {
+                            ": another process took a port it needs"
                         } else {
                             ""
                         }
