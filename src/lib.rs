@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod export;
 pub mod forward;
 pub mod live;
 pub mod metrics;

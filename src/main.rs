@@ -1,5 +1,6 @@
 //! The `edgewatch` binary: parse the command line, load and validate the config (exit 64 when
-//! it is bad), set up logging and signals, then hand over to `app::run`.
+//! it is bad), set up logging and signals, then hand over to `app::run` (or, for `export`, to
+//! `export::export`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use edgewatch::export::{self, ExportError, Format, What};
+use edgewatch::forward::points::PointTags;
+use edgewatch::model::{TimeNs, parse_time};
 use edgewatch::{app, config, telemetry};
 
 /// Exit code for a bad configuration (EX_CONFIG would be 78; 64 is EX_USAGE, what installers'
@@ -39,6 +43,31 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write stored data to stdout, to carry it out by hand when the uplink is down. The
+    /// daemon must not be running on the same store (or export a copy of the file).
+    Export {
+        /// Path of the TOML config file (for store.path and the gateway's tags).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only records at or after this time (RFC 3339): a rollup's window start, an event's
+        /// raising.
+        #[arg(long, value_parser = rfc3339)]
+        from: Option<TimeNs>,
+        /// Only records before this time (RFC 3339).
+        #[arg(long, value_parser = rfc3339)]
+        to: Option<TimeNs>,
+        /// `lp`: InfluxDB line protocol, as the forwarder writes it. `csv`: a table.
+        #[arg(long, value_enum, default_value_t = Format::Lp)]
+        format: Format,
+        /// `backlog` is every outbox entry still in the store.
+        #[arg(long, value_enum, default_value_t = What::Rollups)]
+        what: What,
+    },
+}
+
+fn rfc3339(s: &str) -> Result<TimeNs, String> {
+    parse_time(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time such as 2026-11-26T10:00:00Z"))
 }
 
 fn main() -> ExitCode {
@@ -65,18 +94,96 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            let config = match config::load(&config) {
+            let config = match load(&config) {
                 Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("edgewatch: {} is not a valid config:", config.display());
-                    for problem in &errors.0 {
-                        eprintln!("{problem}");
-                    }
-                    return ExitCode::from(EXIT_BAD_CONFIG);
-                }
+                Err(code) => return code,
             };
             telemetry::init(&config.log);
             run(config)
+        }
+        Command::Export {
+            config,
+            from,
+            to,
+            format,
+            what,
+        } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let options = export::Options {
+                what,
+                format,
+                from: from.unwrap_or(TimeNs::MIN),
+                to: to.unwrap_or(TimeNs::MAX),
+            };
+            // A usage error, hence EX_USAGE like a bad config.
+            if options.from >= options.to {
+                eprintln!("edgewatch export: --from must be before --to");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+            // Stdout carries the data: only warnings and errors (skipped records) go to
+            // stderr unless RUST_LOG asks for more.
+            telemetry::init(&config::LogConfig {
+                level: "warn".into(),
+                ..config.log.clone()
+            });
+            run_export(&config, &options)
+        }
+    }
+}
+
+/// Loads the config, or prints every problem and returns exit code 64.
+fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::load(path).map_err(|errors| {
+        eprintln!("edgewatch: {} is not a valid config:", path.display());
+        for problem in &errors.0 {
+            eprintln!("{problem}");
+        }
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })
+}
+
+fn run_export(config: &config::Config, options: &export::Options) -> ExitCode {
+    let store = match export::open_store(&config.store) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("edgewatch export: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tags = PointTags {
+        gateway: config.gateway.id.clone(),
+        static_tags: config.gateway.tags.clone(),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match export::export(&store, &tags, options, &mut out) {
+        Ok(summary) => {
+            eprintln!(
+                "edgewatch export: {} record(s) from {}",
+                summary.written,
+                config.store.path.display()
+            );
+            match summary.first_refusal {
+                None => ExitCode::SUCCESS,
+                // An incomplete export must not pass for a complete one.
+                Some(reason) => {
+                    eprintln!(
+                        "edgewatch export: {} record(s) left out, line protocol cannot carry them; first: {reason}",
+                        summary.refused
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        // The reader went away (`edgewatch export | head`): not a failure of the export.
+        Err(ExportError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edgewatch export: {e}");
+            ExitCode::FAILURE
         }
     }
 }
