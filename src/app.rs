@@ -54,6 +54,8 @@ pub struct Running {
 /// Starts everything; returns once the web server listens. Cancel `shutdown` to stop, then
 /// await [`Running::wait`].
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    // HTTPS sinks use rustls with ring (no OpenSSL). Fails only when already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Bind first: a port in use must fail the start before anything runs.
     let listen = config.web.listen_addr();
     let listener = tokio::net::TcpListener::bind(listen)

@@ -5,7 +5,8 @@
 use std::marker::PhantomData;
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// A counter.
@@ -73,7 +74,8 @@ pub struct GaugeFamily<L> {
 impl<L: Labels> GaugeFamily<L> {
     fn new(name: &str, help: &str) -> Self {
         GaugeFamily {
-            vec: IntGaugeVec::new(Opts::new(name, help), L::NAMES).expect("valid metric definition"),
+            vec: IntGaugeVec::new(Opts::new(name, help), L::NAMES)
+                .expect("valid metric definition"),
             labels: PhantomData,
         }
     }
@@ -131,11 +133,14 @@ pub struct SinkStateGauge {
 }
 
 impl SinkStateGauge {
-    pub const STATES: [&'static str; 5] = ["starting", "up", "down", "backing_off", "misconfigured"];
+    pub const STATES: [&'static str; 5] =
+        ["starting", "up", "down", "backing_off", "misconfigured"];
 
     pub fn set(&self, sink: &str, state: &str) {
         for s in Self::STATES {
-            self.vec.with_label_values(&[sink, s]).set(i64::from(s == state));
+            self.vec
+                .with_label_values(&[sink, s])
+                .set(i64::from(s == state));
         }
     }
 }
@@ -205,7 +210,10 @@ impl Metrics {
             store_stored_bytes: gauge("store_stored_bytes", "Bytes of live data in the store"),
             outbox_entries: gauge("outbox_entries", "Entries in the outbox"),
             store_errors: counter("store_errors_total", "Failed store operations"),
-            sink_points_sent: Family::new("sink_points_sent_total", "Points delivered to each sink"),
+            sink_points_sent: Family::new(
+                "sink_points_sent_total",
+                "Points delivered to each sink",
+            ),
             sink_dead_letters: Family::new(
                 "sink_dead_letters_total",
                 "Points refused for good by each sink, kept as dead letters",
@@ -220,7 +228,10 @@ impl Metrics {
             ),
             sink_state: SinkStateGauge {
                 vec: IntGaugeVec::new(
-                    Opts::new("sink_state", "Link state of each sink: 1 for the current state"),
+                    Opts::new(
+                        "sink_state",
+                        "Link state of each sink: 1 for the current state",
+                    ),
                     &["sink", "state"],
                 )
                 .expect("valid metric definition"),

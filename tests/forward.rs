@@ -74,11 +74,18 @@ async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool)
     }
 }
 
-/// Every stored rollup as (sensor, field, start) → (count, mean, min, max).
-fn stored_rollups(running: &Running) -> BTreeMap<(String, String, i64), (u64, f64, f64, f64)> {
+/// Rollups as (sensor, field, window start) → (count, mean, min, max).
+type Rollups = BTreeMap<(String, String, i64), (u64, f64, f64, f64)>;
+
+/// Every stored rollup.
+fn stored_rollups(running: &Running) -> Rollups {
     let mut out = BTreeMap::new();
     for (series, _) in running.store.series().unwrap() {
-        for r in running.store.rollups(&series.sensor, Some(&series.field), i64::MIN, i64::MAX).unwrap() {
+        for r in running
+            .store
+            .rollups(&series.sensor, Some(&series.field), i64::MIN, i64::MAX)
+            .unwrap()
+        {
             out.insert(
                 (series.sensor.to_string(), series.field.to_string(), r.start),
                 (r.stats.count, r.stats.mean(), r.stats.min, r.stats.max),
@@ -89,14 +96,22 @@ fn stored_rollups(running: &Running) -> BTreeMap<(String, String, i64), (u64, f6
 }
 
 /// Every `rollup` point in InfluxDB, keyed like [`stored_rollups`].
-fn influx_rollups(influx: &Influxd, db: &str) -> BTreeMap<(String, String, i64), (u64, f64, f64, f64)> {
-    let result = influx.query(db, "SELECT \"count\", \"mean\", \"min\", \"max\", \"sensor\", \"field\" FROM \"rollup\"");
+fn influx_rollups(influx: &Influxd, db: &str) -> Rollups {
+    let result = influx.query(
+        db,
+        "SELECT \"count\", \"mean\", \"min\", \"max\", \"sensor\", \"field\" FROM \"rollup\"",
+    );
     let mut out = BTreeMap::new();
     let Some(series) = result["results"][0]["series"].as_array() else {
         return out;
     };
     for s in series {
-        let columns: Vec<&str> = s["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        let columns: Vec<&str> = s["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
         let col = |name: &str| columns.iter().position(|c| *c == name).unwrap();
         for v in s["values"].as_array().unwrap() {
             // Points of other writers (a test's own conflicting point) are not rollups of ours.
@@ -132,23 +147,43 @@ async fn every_rollup_and_event_reaches_influxdb_with_its_tags_fields_and_time()
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s.redb");
     let start = start_time();
-    let sink = sink(&influx.url(), "database = \"plant\"\ntags = { region = \"north\" }");
+    let sink = sink(
+        &influx.url(),
+        "database = \"plant\"\ntags = { region = \"north\" }",
+    );
 
     let shutdown = CancellationToken::new();
-    let running = app::start(config(&store, start, 600, &sink), shutdown.clone()).await.unwrap();
+    let running = app::start(config(&store, start, 600, &sink), shutdown.clone())
+        .await
+        .unwrap();
     // Let the sim finish, then stop: the open windows are flushed into the store.
-    eventually(30, "sim done", async || running.live.borrow().counters.readings >= 600 * 12).await;
-    eventually(30, "closed windows forwarded", async || !influx_rollups(&influx, "plant").is_empty()).await;
+    eventually(30, "sim done", async || {
+        status(&running).await["sources"][0]["state"] == "stopped"
+    })
+    .await;
+    eventually(30, "closed windows forwarded", async || {
+        !influx_rollups(&influx, "plant").is_empty()
+    })
+    .await;
     shutdown.cancel();
     running.wait().await.unwrap();
 
     // Restart with nothing new: the forwarder drains what is left.
     let shutdown = CancellationToken::new();
-    let running = app::start(config(&store, start, 0, &sink), shutdown.clone()).await.unwrap();
+    let running = app::start(config(&store, start, 0, &sink), shutdown.clone())
+        .await
+        .unwrap();
     let expected = stored_rollups(&running);
     assert!(expected.len() >= 4 * 3 * 10, "{} rollups", expected.len());
-    eventually(30, "every rollup in InfluxDB", async || influx_rollups(&influx, "plant").len() == expected.len()).await;
-    assert_eq!(influx_rollups(&influx, "plant"), expected, "values and timestamps, exactly");
+    eventually(30, "every rollup in InfluxDB", async || {
+        influx_rollups(&influx, "plant").len() == expected.len()
+    })
+    .await;
+    assert_eq!(
+        influx_rollups(&influx, "plant"),
+        expected,
+        "values and timestamps, exactly"
+    );
 
     // Tags: gateway, source, static gateway and sink tags.
     let tags = influx.query("plant", "SHOW TAG KEYS FROM \"rollup\"");
@@ -161,7 +196,10 @@ async fn every_rollup_and_event_reaches_influxdb_with_its_tags_fields_and_time()
     for key in ["field", "gateway", "region", "sensor", "site", "source"] {
         assert!(keys.contains(&key), "tag {key} missing from {keys:?}");
     }
-    let gw = influx.count("plant", "SELECT COUNT(\"mean\") FROM \"rollup\" WHERE \"gateway\" = 'gw-fwd'");
+    let gw = influx.count(
+        "plant",
+        "SELECT COUNT(\"mean\") FROM \"rollup\" WHERE \"gateway\" = 'gw-fwd'",
+    );
     assert_eq!(gw, expected.len() as u64);
 
     // Events: one point per episode, at its raise time, with its final state.
@@ -174,11 +212,19 @@ async fn every_rollup_and_event_reaches_influxdb_with_its_tags_fields_and_time()
     for e in &events {
         let r = influx.query(
             "plant",
-            &format!("SELECT \"id\", \"active\" FROM \"anomaly\" WHERE \"id\" = {}", e.id),
+            &format!(
+                "SELECT \"id\", \"active\" FROM \"anomaly\" WHERE \"id\" = {}",
+                e.id
+            ),
         );
         let row = &r["results"][0]["series"][0]["values"][0];
         assert_eq!(row[0].as_i64(), Some(e.raised_at), "event {} time", e.id);
-        assert_eq!(row[2].as_bool(), Some(e.is_active()), "event {} state", e.id);
+        assert_eq!(
+            row[2].as_bool(),
+            Some(e.is_active()),
+            "event {} state",
+            e.id
+        );
     }
 
     let st = status(&running).await;
@@ -203,22 +249,37 @@ async fn refused_points_become_dead_letters_and_the_rest_is_delivered() {
     );
     let hour = 3600 * NS_PER_SEC;
     let boundary = (now_ns() / hour - 1) * hour;
-    let (code, _) =
-        influx.write_lines("plant", &format!("rollup,sensor=zz count=\"text\" {}\n", boundary - 30 * NS_PER_SEC));
+    let (code, _) = influx.write_lines(
+        "plant",
+        &format!(
+            "rollup,sensor=zz count=\"text\" {}\n",
+            boundary - 30 * NS_PER_SEC
+        ),
+    );
     assert_eq!(code, 204);
 
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s.redb");
     let start = boundary - WINDOW;
-    let sink = sink(&influx.url(), "database = \"plant\"\nforward = [\"rollups\"]\nbatch_max_points = 40");
+    let sink = sink(
+        &influx.url(),
+        "database = \"plant\"\nforward = [\"rollups\"]\nbatch_max_points = 40",
+    );
     let shutdown = CancellationToken::new();
-    let running = app::start(config(&store, start, 300, &sink), shutdown.clone()).await.unwrap();
-    eventually(30, "sim done", async || running.live.borrow().counters.readings >= 300 * 12).await;
+    let running = app::start(config(&store, start, 300, &sink), shutdown.clone())
+        .await
+        .unwrap();
+    eventually(30, "sim done", async || {
+        status(&running).await["sources"][0]["state"] == "stopped"
+    })
+    .await;
     shutdown.cancel();
     running.wait().await.unwrap();
 
     let shutdown = CancellationToken::new();
-    let running = app::start(config(&store, start, 0, &sink), shutdown.clone()).await.unwrap();
+    let running = app::start(config(&store, start, 0, &sink), shutdown.clone())
+        .await
+        .unwrap();
     let mut expected = stored_rollups(&running);
     eventually(30, "backlog drained", async || {
         let st = status(&running).await;
@@ -233,7 +294,11 @@ async fn refused_points_become_dead_letters_and_the_rest_is_delivered() {
     }
     assert_eq!(running.store.sink_counters("hq").unwrap().dead_letters, 12);
     expected.retain(|(_, _, t), _| *t != start);
-    assert_eq!(influx_rollups(&influx, "plant"), expected, "every other rollup, exactly");
+    assert_eq!(
+        influx_rollups(&influx, "plant"),
+        expected,
+        "every other rollup, exactly"
+    );
     let st = status(&running).await;
     assert_eq!(st["sinks"][0]["dead_letters"], 12);
     shutdown.cancel();
@@ -249,18 +314,39 @@ async fn a_wrong_database_shows_misconfigured_and_loses_nothing_until_fixed() {
     let start = start_time();
     let wrong = sink(&influx.url(), "database = \"plnat\"");
     let shutdown = CancellationToken::new();
-    let running = app::start(config(&store, start, 300, &wrong), shutdown.clone()).await.unwrap();
-    eventually(30, "misconfigured shown", async || status(&running).await["sinks"][0]["state"] == "misconfigured").await;
+    let running = app::start(config(&store, start, 300, &wrong), shutdown.clone())
+        .await
+        .unwrap();
+    eventually(30, "misconfigured shown", async || {
+        status(&running).await["sinks"][0]["state"] == "misconfigured"
+    })
+    .await;
     let st = status(&running).await;
-    assert!(st["sinks"][0]["last_error"].as_str().unwrap().contains("database not found"), "{st}");
-    let page = reqwest::get(format!("http://{}/", running.web_addr)).await.unwrap().text().await.unwrap();
-    assert!(page.contains("MISCONFIGURED"), "the status page says so loudly");
+    assert!(
+        st["sinks"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("database not found"),
+        "{st}"
+    );
+    let page = reqwest::get(format!("http://{}/", running.web_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("MISCONFIGURED"),
+        "the status page says so loudly"
+    );
     shutdown.cancel();
     running.wait().await.unwrap();
 
     let right = sink(&influx.url(), "database = \"plant\"");
     let shutdown = CancellationToken::new();
-    let running = app::start(config(&store, start, 0, &right), shutdown.clone()).await.unwrap();
+    let running = app::start(config(&store, start, 0, &right), shutdown.clone())
+        .await
+        .unwrap();
     let expected = stored_rollups(&running);
     eventually(30, "everything drained after the fix", async || {
         influx_rollups(&influx, "plant").len() == expected.len()
@@ -277,6 +363,7 @@ async fn an_outage_shows_the_link_down_and_the_backlog_drains_exactly_once_after
     influx.create_database("plant");
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s.redb");
+    let url = influx.url();
     let text = |ticks: &str| {
         format!(
             r#"
@@ -300,22 +387,41 @@ fault_interval_secs = 0
 database = "plant"
 "#,
             store.display(),
-            sink(&influx.url(), "")
+            sink(&url, "")
         )
     };
     let shutdown = CancellationToken::new();
-    let running = app::start(config::load_str(&text("")).unwrap(), shutdown.clone()).await.unwrap();
-    eventually(30, "first rollups in InfluxDB", async || !influx_rollups(&influx, "plant").is_empty()).await;
+    let running = app::start(config::load_str(&text("")).unwrap(), shutdown.clone())
+        .await
+        .unwrap();
+    eventually(30, "first rollups in InfluxDB", async || {
+        !influx_rollups(&influx, "plant").is_empty()
+    })
+    .await;
 
     tokio::task::block_in_place(|| influx.stop());
-    eventually(30, "link shown down", async || status(&running).await["sinks"][0]["state"] == "down").await;
-    let first = status(&running).await["sinks"][0]["backlog_points"].as_u64().unwrap();
+    eventually(30, "link shown down", async || {
+        status(&running).await["sinks"][0]["state"] == "down"
+    })
+    .await;
+    let first = status(&running).await["sinks"][0]["backlog_points"]
+        .as_u64()
+        .unwrap();
     eventually(30, "backlog growing", async || {
-        status(&running).await["sinks"][0]["backlog_points"].as_u64().unwrap() > first + 6
+        status(&running).await["sinks"][0]["backlog_points"]
+            .as_u64()
+            .unwrap()
+            > first + 6
     })
     .await;
     let st = status(&running).await;
-    assert!(st["sinks"][0]["last_error"].as_str().unwrap().contains("connect"), "{st}");
+    assert!(
+        st["sinks"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("connect"),
+        "{st}"
+    );
 
     tokio::task::block_in_place(|| influx.restart());
     eventually(30, "backlog drained", async || {
@@ -328,10 +434,22 @@ database = "plant"
 
     // What the shutdown flushed is forwarded by the next run.
     let shutdown = CancellationToken::new();
-    let running = app::start(config::load_str(&text("ticks = 0")).unwrap(), shutdown.clone()).await.unwrap();
+    let running = app::start(
+        config::load_str(&text("ticks = 0")).unwrap(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     let expected = stored_rollups(&running);
-    eventually(30, "everything in InfluxDB", async || influx_rollups(&influx, "plant").len() == expected.len()).await;
-    assert_eq!(influx_rollups(&influx, "plant"), expected, "every rollup, once, with its values");
+    eventually(30, "everything in InfluxDB", async || {
+        influx_rollups(&influx, "plant").len() == expected.len()
+    })
+    .await;
+    assert_eq!(
+        influx_rollups(&influx, "plant"),
+        expected,
+        "every rollup, once, with its values"
+    );
     assert_eq!(running.store.sink_counters("hq").unwrap().dropped, 0);
     shutdown.cancel();
     running.wait().await.unwrap();
@@ -347,28 +465,36 @@ async fn the_v2_api_sends_org_bucket_token_and_a_gzip_body() {
     type Seen = Arc<Mutex<Vec<(String, String, axum::http::HeaderMap, Vec<u8>)>>>;
     let seen: Seen = Arc::default();
     let recorder = seen.clone();
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-        let recorder = recorder.clone();
-        async move {
-            recorder.lock().unwrap().push((
-                uri.path().to_string(),
-                uri.query().unwrap_or_default().to_string(),
-                headers,
-                body.to_vec(),
-            ));
-            axum::http::StatusCode::NO_CONTENT
-        }
-    });
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.lock().unwrap().push((
+                    uri.path().to_string(),
+                    uri.query().unwrap_or_default().to_string(),
+                    headers,
+                    body.to_vec(),
+                ));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir().unwrap();
-    let sink = sink(&url, "api = \"v2\"\norg = \"acme\"\nbucket = \"plant\"\ntoken = \"s3cret-token\"\nprecision = \"s\"");
+    let sink = sink(
+        &url,
+        "api = \"v2\"\norg = \"acme\"\nbucket = \"plant\"\ntoken = \"s3cret-token\"\nprecision = \"s\"",
+    );
     let shutdown = CancellationToken::new();
-    let running = app::start(config(&dir.path().join("s.redb"), start_time(), 200, &sink), shutdown.clone())
-        .await
-        .unwrap();
+    let running = app::start(
+        config(&dir.path().join("s.redb"), start_time(), 200, &sink),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     eventually(30, "a request", async || !seen.lock().unwrap().is_empty()).await;
     let (path, query, headers, body) = seen.lock().unwrap()[0].clone();
     assert_eq!(path, "/api/v2/write");
@@ -376,15 +502,33 @@ async fn the_v2_api_sends_org_bucket_token_and_a_gzip_body() {
     assert_eq!(headers["authorization"], "Token s3cret-token");
     assert_eq!(headers["content-encoding"], "gzip");
     let mut text = String::new();
-    flate2::read::GzDecoder::new(body.as_slice()).read_to_string(&mut text).unwrap();
+    flate2::read::GzDecoder::new(body.as_slice())
+        .read_to_string(&mut text)
+        .unwrap();
     let first = text.lines().next().unwrap();
-    assert!(first.starts_with("rollup,") || first.starts_with("anomaly,"), "{first}");
+    assert!(
+        first.starts_with("rollup,") || first.starts_with("anomaly,"),
+        "{first}"
+    );
     let time: i64 = first.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(time < 10_000_000_000, "precision s: {time}");
 
-    let status_text = reqwest::get(format!("http://{}/api/v1/status", running.web_addr)).await.unwrap().text().await.unwrap();
-    let page = reqwest::get(format!("http://{}/", running.web_addr)).await.unwrap().text().await.unwrap();
-    assert!(!status_text.contains("s3cret") && !page.contains("s3cret"), "secrets are never shown");
+    let status_text = reqwest::get(format!("http://{}/api/v1/status", running.web_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let page = reqwest::get(format!("http://{}/", running.web_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !status_text.contains("s3cret") && !page.contains("s3cret"),
+        "secrets are never shown"
+    );
     shutdown.cancel();
     running.wait().await.unwrap();
 }

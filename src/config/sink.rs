@@ -45,7 +45,11 @@ pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "Secret(empty)" } else { "Secret(***)" })
+        f.write_str(if self.0.is_empty() {
+            "Secret(empty)"
+        } else {
+            "Secret(***)"
+        })
     }
 }
 
@@ -157,7 +161,12 @@ impl InfluxConfig {
     /// The v1 password or the v2 token, from the config, a file or the environment.
     pub fn secret(&self) -> Result<Secret, String> {
         let (inline, file, env, what) = match self.api {
-            InfluxApi::V1 => (&self.password, &self.password_file, &self.password_env, "password"),
+            InfluxApi::V1 => (
+                &self.password,
+                &self.password_file,
+                &self.password_env,
+                "password",
+            ),
             InfluxApi::V2 => (&self.token, &self.token_file, &self.token_env, "token"),
         };
         if let Some(s) = inline {

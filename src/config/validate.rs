@@ -262,10 +262,19 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
         };
         match reqwest::Url::parse(&x.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => problem("url", format!("`{}` is not an http(s) URL such as http://127.0.0.1:8086", x.url)),
+            _ => problem(
+                "url",
+                format!(
+                    "`{}` is not an http(s) URL such as http://127.0.0.1:8086",
+                    x.url
+                ),
+            ),
         }
         if !matches!(x.precision.as_str(), "ns" | "us" | "ms" | "s") {
-            problem("precision", format!("`{}` is not one of: ns, us, ms, s", x.precision));
+            problem(
+                "precision",
+                format!("`{}` is not one of: ns, us, ms, s", x.precision),
+            );
         }
         for (key, value) in [
             ("batch_max_points", x.batch_max_points as u64),
@@ -280,7 +289,10 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             }
         }
         if x.forward.is_empty() {
-            problem("forward", "must name at least one of: rollups, events".into());
+            problem(
+                "forward",
+                "must name at least one of: rollups, events".into(),
+            );
         }
         let secrets = match x.api {
             InfluxApi::V1 => {
@@ -299,7 +311,11 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                         problem(key, "only for api = \"v2\"".into());
                     }
                 }
-                [x.password.is_some(), x.password_file.is_some(), x.password_env.is_some()]
+                [
+                    x.password.is_some(),
+                    x.password_file.is_some(),
+                    x.password_env.is_some(),
+                ]
             }
             InfluxApi::V2 => {
                 for (key, value) in [("org", &x.org), ("bucket", &x.bucket)] {
@@ -308,12 +324,23 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                     }
                 }
                 if x.database.is_some() || x.username.is_some() {
-                    problem("database", "only for api = \"v1\" (v2 uses org and bucket)".into());
+                    problem(
+                        "database",
+                        "only for api = \"v1\" (v2 uses org and bucket)".into(),
+                    );
                 }
-                [x.token.is_some(), x.token_file.is_some(), x.token_env.is_some()]
+                [
+                    x.token.is_some(),
+                    x.token_file.is_some(),
+                    x.token_env.is_some(),
+                ]
             }
         };
-        let secret_key = if x.api == InfluxApi::V1 { "password" } else { "token" };
+        let secret_key = if x.api == InfluxApi::V1 {
+            "password"
+        } else {
+            "token"
+        };
         if secrets.iter().filter(|s| **s).count() > 1 {
             problem(
                 secret_key,

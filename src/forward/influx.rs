@@ -31,8 +31,13 @@ pub enum Outcome {
         attributed: bool,
     },
     TooLarge,
-    Misconfigured { reason: String },
-    Retry { reason: String, after: Option<Duration> },
+    Misconfigured {
+        reason: String,
+    },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
 }
 
 /// A ready-to-send InfluxDB endpoint.
@@ -215,7 +220,10 @@ fn refused_lines(message: &str) -> Vec<(String, String)> {
             .find("unable to parse '")
             .or_else(|| rest.find(" dropped="))
             .unwrap_or(rest.len());
-        let reason = rest[..reason_end].trim().trim_end_matches(['\n', ',']).to_string();
+        let reason = rest[..reason_end]
+            .trim()
+            .trim_end_matches(['\n', ','])
+            .to_string();
         out.push((line, reason));
     }
     out
@@ -228,7 +236,10 @@ mod tests {
     #[test]
     fn partial_write_names_each_refused_line_with_its_reason() {
         let body = r#"{"error":"partial write: unable to parse 'bad line': missing fields\nunable to parse 'x y': invalid field format dropped=0"}"#;
-        let Outcome::Rejected { lines, attributed, .. } = classify(400, None, body, "a b=1 1\nbad line\nx y\n") else {
+        let Outcome::Rejected {
+            lines, attributed, ..
+        } = classify(400, None, body, "a b=1 1\nbad line\nx y\n")
+        else {
             panic!("expected a rejection");
         };
         assert_eq!(
@@ -244,27 +255,49 @@ mod tests {
     #[test]
     fn unattributed_refusal_keeps_every_line_of_the_batch() {
         let body = r#"{"error":"partial write: field type conflict: input field \"v\" on measurement \"m\" is type integer, already exists as type float dropped=1"}"#;
-        let Outcome::Rejected { lines, reason, attributed } = classify(400, None, body, "m v=1i 1\nm v=2 2\n") else {
+        let Outcome::Rejected {
+            lines,
+            reason,
+            attributed,
+        } = classify(400, None, body, "m v=1i 1\nm v=2 2\n")
+        else {
             panic!("expected a rejection");
         };
         assert_eq!(lines.len(), 2);
-        assert!(!attributed, "the forwarder must bisect to find the refused point");
+        assert!(
+            !attributed,
+            "the forwarder must bisect to find the refused point"
+        );
         assert!(reason.contains("field type conflict"));
     }
 
     #[test]
     fn answers_are_classified_by_status() {
         assert_eq!(classify(204, None, "", ""), Outcome::Accepted);
-        assert!(matches!(classify(404, None, r#"{"error":"database not found: \"x\""}"#, ""), Outcome::Misconfigured { reason } if reason.contains("database not found")));
-        assert!(matches!(classify(401, None, "", ""), Outcome::Misconfigured { .. }));
-        assert!(matches!(classify(403, None, "", ""), Outcome::Misconfigured { .. }));
+        assert!(
+            matches!(classify(404, None, r#"{"error":"database not found: \"x\""}"#, ""), Outcome::Misconfigured { reason } if reason.contains("database not found"))
+        );
+        assert!(matches!(
+            classify(401, None, "", ""),
+            Outcome::Misconfigured { .. }
+        ));
+        assert!(matches!(
+            classify(403, None, "", ""),
+            Outcome::Misconfigured { .. }
+        ));
         assert_eq!(classify(413, None, "", ""), Outcome::TooLarge);
         for status in [408, 429, 500, 502, 503] {
-            assert!(matches!(classify(status, None, "", ""), Outcome::Retry { .. }), "{status}");
+            assert!(
+                matches!(classify(status, None, "", ""), Outcome::Retry { .. }),
+                "{status}"
+            );
         }
         assert_eq!(
             classify(429, Some(Duration::from_secs(7)), "", ""),
-            Outcome::Retry { reason: "HTTP 429: ".into(), after: Some(Duration::from_secs(7)) }
+            Outcome::Retry {
+                reason: "HTTP 429: ".into(),
+                after: Some(Duration::from_secs(7))
+            }
         );
     }
 
@@ -276,14 +309,20 @@ mod tests {
         .unwrap();
         let crate::config::SinkKind::Influxdb(c) = &v1.sinks[0].kind;
         let e = Endpoint::new(c, &Secret::default()).unwrap();
-        assert_eq!(e.write_url.as_str(), "http://127.0.0.1:1/base/write?db=plant&rp=week&precision=u");
+        assert_eq!(
+            e.write_url.as_str(),
+            "http://127.0.0.1:1/base/write?db=plant&rp=week&precision=u"
+        );
         let v2 = crate::config::load_str(
             "[gateway]\nid='g'\n[[sources]]\ntype='sim'\nname='s'\n[[sinks]]\ntype='influxdb'\nname='hq'\nurl='http://127.0.0.1:1'\napi='v2'\norg='acme'\nbucket='plant'\ntoken='t'\n",
         )
         .unwrap();
         let crate::config::SinkKind::Influxdb(c) = &v2.sinks[0].kind;
         let e = Endpoint::new(c, &c.secret().unwrap()).unwrap();
-        assert_eq!(e.write_url.as_str(), "http://127.0.0.1:1/api/v2/write?org=acme&bucket=plant&precision=ns");
+        assert_eq!(
+            e.write_url.as_str(),
+            "http://127.0.0.1:1/api/v2/write?org=acme&bucket=plant&precision=ns"
+        );
         assert_eq!(e.token.as_deref(), Some("t"));
     }
 }

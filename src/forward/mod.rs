@@ -42,7 +42,10 @@ pub fn start(
     let mut names = Vec::new();
     for sink in &config.sinks {
         let SinkKind::Influxdb(influx) = &sink.kind;
-        let secret = influx.secret().map_err(anyhow::Error::msg).with_context(|| format!("sink {}", sink.name))?;
+        let secret = influx
+            .secret()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("sink {}", sink.name))?;
         let endpoint = Endpoint::new(influx, &secret)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("sink {}", sink.name))?;
@@ -110,11 +113,17 @@ async fn trim(store: Store, sinks: Vec<String>, shutdown: CancellationToken) {
             for sink in &sinks {
                 min = min.min(store.sink_counters(sink)?.cursor);
             }
-            if min == 0 { Ok(0) } else { store.trim_acknowledged(min) }
+            if min == 0 {
+                Ok(0)
+            } else {
+                store.trim_acknowledged(min)
+            }
         })
         .await;
         match result {
-            Ok(Ok(n)) if n > 0 => tracing::debug!(removed = n, "trimmed acknowledged outbox entries"),
+            Ok(Ok(n)) if n > 0 => {
+                tracing::debug!(removed = n, "trimmed acknowledged outbox entries")
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot trim the outbox"),
             Err(e) => tracing::error!(error = %e, "outbox trimmer panicked"),

@@ -82,7 +82,9 @@ impl Forwarder {
     pub async fn run(self) {
         let client = match reqwest::Client::builder()
             .timeout(Duration::from_secs(self.config.request_timeout_secs))
-            .connect_timeout(Duration::from_secs(self.config.request_timeout_secs.min(10)))
+            .connect_timeout(Duration::from_secs(
+                self.config.request_timeout_secs.min(10),
+            ))
             .build()
         {
             Ok(c) => c,
@@ -95,7 +97,9 @@ impl Forwarder {
                 return;
             }
         };
-        let label = SinkLabel { sink: self.name.clone() };
+        let label = SinkLabel {
+            sink: self.name.clone(),
+        };
         let sent = self.metrics.sink_points_sent.get_or_create(&label);
         let dead = self.metrics.sink_dead_letters.get_or_create(&label);
         let dropped_metric = self.metrics.sink_dropped_points.get_or_create(&label);
@@ -166,7 +170,9 @@ impl Forwarder {
                 if !wanted {
                     continue;
                 }
-                let Some(point) = outbox_point(entry, &self.tags) else { continue };
+                let Some(point) = outbox_point(entry, &self.tags) else {
+                    continue;
+                };
                 let before = body.len();
                 if let Err(e) = encode(&point, precision, &mut body) {
                     body.truncate(before);
@@ -209,7 +215,9 @@ impl Forwarder {
             // InfluxDB refused part of the batch without naming the lines (a field type
             // conflict): bisect. The good points of each try are stored again, which changes
             // nothing (same points); a single refused point becomes a dead letter.
-            if let Outcome::Rejected { attributed: false, .. } = &outcome
+            if let Outcome::Rejected {
+                attributed: false, ..
+            } = &outcome
                 && points > 1
                 && consumed > 1
             {
@@ -231,7 +239,11 @@ impl Forwarder {
                     }
                     let name = self.name.clone();
                     let letters = dead_letters.clone();
-                    if let Err(e) = blocking(&self.store, move |s| s.acknowledge(&name, last_seq, dropped, &letters)).await {
+                    if let Err(e) = blocking(&self.store, move |s| {
+                        s.acknowledge(&name, last_seq, dropped, &letters)
+                    })
+                    .await
+                    {
                         // The batch was delivered; it will be sent again (idempotent) after
                         // the store recovers.
                         tracing::error!(sink = %self.name, error = %e, "cannot advance the cursor");
@@ -241,7 +253,11 @@ impl Forwarder {
                     let elapsed = last_ack.elapsed().as_secs_f64().max(1e-3);
                     last_ack = Instant::now();
                     let instant_rate = points as f64 / elapsed;
-                    rate = if rate == 0.0 { instant_rate } else { rate * 0.8 + instant_rate * 0.2 };
+                    rate = if rate == 0.0 {
+                        instant_rate
+                    } else {
+                        rate * 0.8 + instant_rate * 0.2
+                    };
                     sent.inc_by(points);
                     dead.inc_by(dead_letters.len() as u64);
                     dropped_metric.inc_by(dropped);
@@ -271,7 +287,10 @@ impl Forwarder {
                             reason: "HTTP 413: request entity too large".into(),
                             time: now_ns(),
                         };
-                        let _ = blocking(&self.store, move |s| s.acknowledge(&name, last_seq, dropped, &[letter])).await;
+                        let _ = blocking(&self.store, move |s| {
+                            s.acknowledge(&name, last_seq, dropped, &[letter])
+                        })
+                        .await;
                     }
                     batch_limit = (batch_limit / 2).max(1);
                     tracing::warn!(sink = %self.name, batch_limit, "InfluxDB answered 413: smaller batches");
@@ -340,7 +359,8 @@ impl Forwarder {
                     s.backlog_bytes = backlog.bytes;
                     s.oldest_unsent = backlog.oldest;
                     s.drain_rate_points_per_sec = rate;
-                    s.eta_secs = (rate > 0.0 && backlog.points > 0).then(|| backlog.points as f64 / rate);
+                    s.eta_secs =
+                        (rate > 0.0 && backlog.points > 0).then(|| backlog.points as f64 / rate);
                 });
             }
             Err(e) => tracing::warn!(sink = %self.name, error = %e, "cannot read the backlog"),

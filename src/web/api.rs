@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::{ReadError, Shared};
 use crate::forward::status::SinkStatus;
 use crate::live::{FieldState, PipelineCounters, SensorState, SourceHealth};
-use crate::model::{AnomalyEvent, NS_PER_SEC, Rollup, format_time, now_ns, parse_time};
+use crate::model::{AnomalyEvent, NS_PER_SEC, Rollup, TimeNs, format_time, now_ns, parse_time};
 use crate::store::{EventFilter, StoreStats};
 
 /// Default span of `/rollups` when `from` is not given.
@@ -145,7 +145,9 @@ impl<'a> SinkView<'a> {
             last_error_at: opt_time(s.last_error_at),
             next_attempt_at: opt_time(s.next_attempt_at),
             oldest_unsent: opt_time(s.oldest_unsent),
-            oldest_unsent_age_secs: s.oldest_unsent.map(|t| (now - t) as f64 / NS_PER_SEC as f64),
+            oldest_unsent_age_secs: s
+                .oldest_unsent
+                .map(|t| (now - t) as f64 / NS_PER_SEC as f64),
         }
     }
 }

@@ -34,8 +34,8 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::WebConfig;
-use crate::live::{LiveSnapshot, SourceRegistry};
 use crate::forward::status::SinkRegistry;
+use crate::live::{LiveSnapshot, SourceRegistry};
 use crate::metrics::Metrics;
 use crate::model::TimeNs;
 use crate::store::{Store, StoreError};

@@ -303,7 +303,8 @@ fn sink_table(b: &mut String, sinks: &[SinkStatus], now: TimeNs) {
             s.last_success.map_or_else(never, |t| html::age(now, t)),
             html::count(s.backlog_points),
             html::bytes(s.backlog_bytes),
-            s.oldest_unsent.map_or_else(|| "-".to_string(), |t| html::age(now, t)),
+            s.oldest_unsent
+                .map_or_else(|| "-".to_string(), |t| html::age(now, t)),
             s.drain_rate_points_per_sec,
             s.eta_secs
                 .map_or_else(|| "-".to_string(), |e| html::duration((e * 1e9) as i64)),

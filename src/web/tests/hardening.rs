@@ -38,7 +38,7 @@ async fn a_request_over_the_timeout_is_answered_408_with_a_json_error_under_api(
         },
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = super::client();
     let started = Instant::now();
     let response = client.get(format!("{base}/api/slow")).send().await.unwrap();
     assert_eq!(response.status(), 408);
@@ -75,7 +75,7 @@ async fn requests_beyond_the_concurrency_limit_wait_for_a_slot_across_all_paths(
         },
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = super::client();
     let requests = (0..6).map(|i| {
         let url = format!("{base}/{}", if i % 2 == 0 { "a" } else { "b" });
         let client = client.clone();

@@ -28,6 +28,13 @@ fn t0() -> TimeNs {
     parse_time("2025-01-15T10:00:00Z").unwrap()
 }
 
+/// An HTTP client; reqwest's TLS backend needs the process-wide rustls provider (ring) that
+/// `main` and `app::start` install, even for plain HTTP.
+pub(super) fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A running server and the handles a test uses to feed it.
 struct Harness {
     base: String,
@@ -64,6 +71,7 @@ impl Harness {
             started_at: now_ns() - 3_700 * NS_PER_SEC,
             live,
             sources,
+            sinks: Default::default(),
             store: store.clone(),
             metrics: Arc::new(Metrics::new()),
             window_secs: 60,
@@ -75,7 +83,7 @@ impl Harness {
         let server = tokio::spawn(serve(listener, state, shutdown.clone()));
         Harness {
             base,
-            client: reqwest::Client::new(),
+            client: client(),
             store,
             shutdown,
             server,
