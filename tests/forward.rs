@@ -532,3 +532,71 @@ async fn the_v2_api_sends_org_bucket_token_and_a_gzip_body() {
     shutdown.cancel();
     running.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_rollups_reach_influxdb_while_a_rate_capped_backlog_drains() {
+    let influx = Influxd::start();
+    influx.create_database("plant");
+    let dir = tempfile::tempdir().unwrap();
+    let test_start = now_ns();
+    // "old" replays an hour-old recording as fast as it can (a backlog of thousands of
+    // entries); "now" reports live. The sink may send only 200 points/s.
+    let text = format!(
+        r#"
+[gateway]
+id = "gw-live"
+[store]
+path = "{}"
+[web]
+listen = "127.0.0.1:0"
+[pipeline]
+window_secs = 1
+allowed_lateness_secs = 0
+[[sources]]
+type = "sim"
+name = "old"
+sensor_prefix = "old-"
+sensors = 4
+fault_interval_secs = 0
+start_time = "{}"
+ticks = 600
+realtime = false
+[[sources]]
+type = "sim"
+name = "now"
+sensor_prefix = "now-"
+sensors = 1
+interval_ms = 200
+fault_interval_secs = 0
+{}
+database = "plant"
+max_points_per_sec = 200
+batch_max_points = 100
+"#,
+        dir.path().join("s.redb").display(),
+        format_time(test_start - 3600 * NS_PER_SEC),
+        sink(&influx.url(), "")
+    );
+    let shutdown = CancellationToken::new();
+    let running = app::start(config::load_str(&text).unwrap(), shutdown.clone())
+        .await
+        .unwrap();
+    eventually(20, "a live rollup in InfluxDB", async || {
+        influx.count(
+            "plant",
+            &format!("SELECT COUNT(\"mean\") FROM \"rollup\" WHERE \"sensor\" = 'now-001' AND time >= {test_start}"),
+        ) > 0
+    })
+    .await;
+    let backlog = status(&running).await["sinks"][0]["backlog_points"]
+        .as_u64()
+        .unwrap();
+    assert!(backlog > 1000, "the backlog is still draining: {backlog}");
+    let old_sent = influx.count(
+        "plant",
+        "SELECT COUNT(\"mean\") FROM \"rollup\" WHERE \"source\" = 'old'",
+    );
+    assert!(old_sent > 0, "the backlog drains too");
+    shutdown.cancel();
+    running.wait().await.unwrap();
+}

@@ -38,6 +38,20 @@ pub struct Forwarder {
     pub shutdown: CancellationToken,
 }
 
+/// One request's worth of outbox entries.
+#[derive(Default)]
+struct Batch {
+    body: String,
+    points: u64,
+    /// Sequence of the last entry the batch covers (the cursor after it is acknowledged).
+    last_seq: u64,
+    /// Entries covered, including those not forwarded (filtered out or unencodable).
+    consumed: usize,
+    /// Entries missing from the sequence: removed by retention before this sink had them.
+    dropped: u64,
+    dead_letters: Vec<DeadLetter>,
+}
+
 /// Jittered exponential backoff, reset on success.
 struct Backoff {
     initial: Duration,
@@ -115,6 +129,9 @@ impl Forwarder {
         let mut last_refresh: Option<Instant> = None;
         let mut rate = 0.0f64;
         let mut last_ack = Instant::now();
+        // Highest sequence sent by the live lane (in memory: after a restart the backlog lane
+        // simply sends those entries again, which overwrites the same points).
+        let mut live_sent = 0u64;
 
         loop {
             if self.shutdown.is_cancelled() {
@@ -147,45 +164,23 @@ impl Forwarder {
                 continue;
             }
 
-            // Entries missing behind the cursor were removed by retention: lost for this sink.
-            let mut dropped = 0;
-            let mut prev = cursor;
-            let mut body = String::new();
-            let mut dead_letters = Vec::new();
-            let mut last_seq = cursor;
-            let mut points = 0u64;
-            let mut consumed = 0usize;
-            for (seq, entry) in &entries {
-                if !body.is_empty() && body.len() >= self.config.batch_max_bytes {
-                    break;
+            // A backlog (more than one full batch waits): start the live lane at the current
+            // head, so that what arrives from now on reaches HQ while the backlog drains.
+            if entries.len() >= batch_limit && live_sent <= cursor {
+                let store = self.store.clone();
+                if let Ok(Ok(head)) = tokio::task::spawn_blocking(move || store.outbox_head()).await
+                {
+                    live_sent = head;
                 }
-                consumed += 1;
-                dropped += seq - prev - 1;
-                prev = *seq;
-                last_seq = *seq;
-                let wanted = match entry {
-                    OutboxEntry::Rollup { .. } => self.config.forward.contains(&Forwarded::Rollups),
-                    OutboxEntry::Event(_) => self.config.forward.contains(&Forwarded::Events),
-                };
-                if !wanted {
-                    continue;
-                }
-                let Some(point) = outbox_point(entry, &self.tags) else {
-                    continue;
-                };
-                let before = body.len();
-                if let Err(e) = encode(&point, precision, &mut body) {
-                    body.truncate(before);
-                    dead_letters.push(DeadLetter {
-                        seq: *seq,
-                        line: format!("{point:?}"),
-                        reason: format!("cannot encode: {e}"),
-                        time: now_ns(),
-                    });
-                    continue;
-                }
-                points += 1;
             }
+            let Batch {
+                body,
+                points,
+                last_seq,
+                consumed,
+                dropped,
+                mut dead_letters,
+            } = self.prepare(cursor, &entries, precision);
             if dropped > 0 {
                 tracing::error!(sink = %self.name, dropped, "outbox entries were removed by retention before this sink had them");
             }
@@ -194,12 +189,20 @@ impl Forwarder {
                 Outcome::Accepted
             } else {
                 if let Some(cap) = std::num::NonZeroU64::new(self.config.max_points_per_sec) {
-                    let wait = next_allowed.saturating_duration_since(Instant::now());
-                    if !wait.is_zero() {
-                        self.pause(wait).await;
-                        if self.shutdown.is_cancelled() {
+                    // While the cap holds the backlog back, the live lane keeps the present
+                    // flowing, once a second.
+                    loop {
+                        let wait = next_allowed.saturating_duration_since(Instant::now());
+                        if wait.is_zero() || self.shutdown.is_cancelled() {
                             break;
                         }
+                        if live_sent > cursor {
+                            live_sent = self.send_live(&client, live_sent, precision).await;
+                        }
+                        self.pause(wait.min(Duration::from_secs(1))).await;
+                    }
+                    if self.shutdown.is_cancelled() {
+                        break;
                     }
                     next_allowed = Instant::now().max(next_allowed)
                         + Duration::from_secs_f64(points as f64 / cap.get() as f64);
@@ -276,6 +279,9 @@ impl Forwarder {
                     if batch_limit < self.config.batch_max_points {
                         batch_limit = (batch_limit * 2).min(self.config.batch_max_points);
                     }
+                    if live_sent > last_seq {
+                        live_sent = self.send_live(&client, live_sent, precision).await;
+                    }
                 }
                 Outcome::TooLarge => {
                     if batch_limit == 1 {
@@ -319,6 +325,81 @@ impl Forwarder {
         }
         self.status.update(|s| s.next_attempt_at = None);
         tracing::info!(sink = %self.name, "forwarder stopped");
+    }
+
+    /// Encodes `entries` (read after `cursor`) into one request body, within the batch byte
+    /// limit. Gaps in the sequence behind the cursor are entries that retention removed.
+    fn prepare(&self, cursor: u64, entries: &[(u64, OutboxEntry)], precision: Precision) -> Batch {
+        let mut batch = Batch {
+            last_seq: cursor,
+            ..Batch::default()
+        };
+        let mut prev = cursor;
+        for (seq, entry) in entries {
+            if !batch.body.is_empty() && batch.body.len() >= self.config.batch_max_bytes {
+                break;
+            }
+            batch.consumed += 1;
+            batch.dropped += seq - prev - 1;
+            prev = *seq;
+            batch.last_seq = *seq;
+            let wanted = match entry {
+                OutboxEntry::Rollup { .. } => self.config.forward.contains(&Forwarded::Rollups),
+                OutboxEntry::Event(_) => self.config.forward.contains(&Forwarded::Events),
+            };
+            if !wanted {
+                continue;
+            }
+            let Some(point) = outbox_point(entry, &self.tags) else {
+                continue;
+            };
+            let before = batch.body.len();
+            if let Err(e) = encode(&point, precision, &mut batch.body) {
+                batch.body.truncate(before);
+                batch.dead_letters.push(DeadLetter {
+                    seq: *seq,
+                    line: format!("{point:?}"),
+                    reason: format!("cannot encode: {e}"),
+                    time: now_ns(),
+                });
+                continue;
+            }
+            batch.points += 1;
+        }
+        batch
+    }
+
+    /// Sends the newest entries after `live_sent` (not rate-capped, nothing acknowledged:
+    /// the backlog lane still owns the cursor and will send them again, which overwrites the
+    /// same points). Returns the new live position; unchanged when the send failed.
+    async fn send_live(
+        &self,
+        client: &reqwest::Client,
+        live_sent: u64,
+        precision: Precision,
+    ) -> u64 {
+        let limit = self.config.batch_max_points;
+        let store = self.store.clone();
+        let Ok(Ok(entries)) =
+            tokio::task::spawn_blocking(move || store.outbox_after(live_sent, limit)).await
+        else {
+            return live_sent;
+        };
+        if entries.is_empty() {
+            return live_sent;
+        }
+        let batch = self.prepare(live_sent, &entries, precision);
+        if batch.points == 0 {
+            return batch.last_seq;
+        }
+        let outcome = tokio::select! {
+            outcome = self.endpoint.send(client, &batch.body) => outcome,
+            _ = self.shutdown.cancelled() => return live_sent,
+        };
+        match outcome {
+            Outcome::Accepted => batch.last_seq,
+            _ => live_sent,
+        }
     }
 
     fn failed(&self, state: &str, reason: String, wait: Duration) {

@@ -12,7 +12,7 @@
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::tables::{self, CURSORS, OUTBOX, OUTBOX_BY_TIME};
+use super::tables::{self, CURSORS, META, META_NEXT_OUTBOX_SEQ, OUTBOX, OUTBOX_BY_TIME};
 use super::{Store, StoreError};
 use crate::model::TimeNs;
 
@@ -97,6 +97,16 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// The sequence of the newest outbox entry ever written (0 before the first).
+    pub fn outbox_head(&self) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let next = txn
+            .open_table(META)?
+            .get(META_NEXT_OUTBOX_SEQ)?
+            .map_or(1, |v| v.value());
+        Ok(next.saturating_sub(1))
     }
 
     pub fn sink_counters(&self, sink: &str) -> Result<SinkCounters, StoreError> {
