@@ -123,6 +123,10 @@ pub struct Metrics {
     pub sink_dropped_points: Family<SinkLabel>,
     /// Outbox entries each sink has not acknowledged yet.
     pub sink_backlog_points: GaugeFamily<SinkLabel>,
+    /// Stored bytes of those entries.
+    pub sink_backlog_bytes: GaugeFamily<SinkLabel>,
+    /// Age of the oldest entry a sink has not acknowledged (0 when none waits).
+    pub sink_oldest_unsent_seconds: GaugeFamily<SinkLabel>,
     /// 1 for the sink's current link state, 0 for the others.
     pub sink_state: SinkStateGauge,
 }
@@ -226,6 +230,14 @@ impl Metrics {
                 "sink_backlog_points",
                 "Outbox entries each sink has not acknowledged",
             ),
+            sink_backlog_bytes: GaugeFamily::new(
+                "sink_backlog_bytes",
+                "Stored bytes of the outbox entries each sink has not acknowledged",
+            ),
+            sink_oldest_unsent_seconds: GaugeFamily::new(
+                "sink_oldest_unsent_seconds",
+                "Age of the oldest outbox entry each sink has not acknowledged",
+            ),
             sink_state: SinkStateGauge {
                 vec: IntGaugeVec::new(
                     Opts::new(
@@ -262,6 +274,8 @@ impl Metrics {
         register(Box::new(m.sink_dead_letters.vec.clone()));
         register(Box::new(m.sink_dropped_points.vec.clone()));
         register(Box::new(m.sink_backlog_points.vec.clone()));
+        register(Box::new(m.sink_backlog_bytes.vec.clone()));
+        register(Box::new(m.sink_oldest_unsent_seconds.vec.clone()));
         register(Box::new(m.sink_state.vec.clone()));
         m
     }

@@ -62,7 +62,6 @@ pub fn start(
             state: "starting".into(),
             ..SinkStatus::default()
         });
-        let state_gauge = metrics.clone();
         let forwarder = sink::Forwarder {
             name: sink.name.clone(),
             config: influx.clone(),
@@ -76,19 +75,8 @@ pub fn start(
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
         };
+        metrics.sink_state.set(&sink.name, "starting");
         tracker.spawn(forwarder.run());
-        // Mirrors the link state into /metrics.
-        let name = sink.name.clone();
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => state_gauge.sink_state.set(&name, &status.get().state),
-                    _ = stop.cancelled() => break,
-                }
-            }
-        });
         tracing::info!(sink = %sink.name, url = %influx.url, "forwarder started");
         names.push(sink.name.clone());
     }

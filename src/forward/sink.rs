@@ -38,6 +38,13 @@ pub struct Forwarder {
     pub shutdown: CancellationToken,
 }
 
+/// The backlog gauges of one sink.
+struct BacklogGauges {
+    points: crate::metrics::Gauge,
+    bytes: crate::metrics::Gauge,
+    oldest_secs: crate::metrics::Gauge,
+}
+
 /// One request's worth of outbox entries.
 #[derive(Default)]
 struct Batch {
@@ -117,7 +124,14 @@ impl Forwarder {
         let sent = self.metrics.sink_points_sent.get_or_create(&label);
         let dead = self.metrics.sink_dead_letters.get_or_create(&label);
         let dropped_metric = self.metrics.sink_dropped_points.get_or_create(&label);
-        let backlog_gauge = self.metrics.sink_backlog_points.get_or_create(&label);
+        let gauges = BacklogGauges {
+            points: self.metrics.sink_backlog_points.get_or_create(&label),
+            bytes: self.metrics.sink_backlog_bytes.get_or_create(&label),
+            oldest_secs: self
+                .metrics
+                .sink_oldest_unsent_seconds
+                .get_or_create(&label),
+        };
         let precision = precision(&self.config.precision);
         let mut backoff = Backoff {
             initial: Duration::from_millis(self.config.retry_initial_ms),
@@ -139,7 +153,7 @@ impl Forwarder {
             }
             if last_refresh.is_none_or(|t| t.elapsed() >= STATUS_REFRESH) {
                 last_refresh = Some(Instant::now());
-                self.refresh(rate, &backlog_gauge).await;
+                self.refresh(rate, &gauges).await;
             }
             let name = self.name.clone();
             let read = blocking(&self.store, move |s| {
@@ -159,6 +173,7 @@ impl Forwarder {
             if entries.is_empty() {
                 if self.status.get().state == "starting" {
                     self.status.update(|s| s.state = "up".into());
+                    self.metrics.sink_state.set(&self.name, "up");
                 }
                 self.pause(IDLE_POLL).await;
                 continue;
@@ -275,6 +290,7 @@ impl Forwarder {
                         s.sent_points += points;
                         s.cursor = last_seq;
                     });
+                    self.metrics.sink_state.set(&self.name, "up");
                     backoff.reset();
                     if batch_limit < self.config.batch_max_points {
                         batch_limit = (batch_limit * 2).min(self.config.batch_max_points);
@@ -403,6 +419,7 @@ impl Forwarder {
     }
 
     fn failed(&self, state: &str, reason: String, wait: Duration) {
+        self.metrics.sink_state.set(&self.name, state);
         let now = now_ns();
         self.status.update(|s| {
             s.state = state.into();
@@ -421,7 +438,7 @@ impl Forwarder {
     }
 
     /// Refreshes the backlog figures from the store.
-    async fn refresh(&self, rate: f64, gauge: &crate::metrics::Gauge) {
+    async fn refresh(&self, rate: f64, gauges: &BacklogGauges) {
         let name = self.name.clone();
         let read = blocking(&self.store, move |s| {
             let counters = s.sink_counters(&name)?;
@@ -431,7 +448,18 @@ impl Forwarder {
         .await;
         match read {
             Ok((counters, backlog)) => {
-                gauge.set(i64::try_from(backlog.points).unwrap_or(i64::MAX));
+                let now = now_ns();
+                gauges
+                    .points
+                    .set(i64::try_from(backlog.points).unwrap_or(i64::MAX));
+                gauges
+                    .bytes
+                    .set(i64::try_from(backlog.bytes).unwrap_or(i64::MAX));
+                gauges.oldest_secs.set(
+                    backlog
+                        .oldest
+                        .map_or(0, |t| (now - t).max(0) / 1_000_000_000),
+                );
                 self.status.update(|s| {
                     s.cursor = counters.cursor;
                     s.dead_letters = counters.dead_letters;
