@@ -322,6 +322,14 @@ mod tests {
         tx.send(batch_of(10, 0)).await.unwrap();
         tx.send(batch_of(5, 10)).await.unwrap();
         assert!(stored_within(&store, 15, Duration::from_secs(5)).await);
+        // The data is visible as soon as redb committed; the writer counts the commit just
+        // after, so wait (bounded) for the counter rather than racing it.
+        for _ in 0..100 {
+            if metrics.store_commits.get() >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(metrics.store_commits.get(), 1);
         drop(tx);
         task.await.unwrap();
