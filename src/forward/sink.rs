@@ -186,9 +186,6 @@ impl Forwarder {
                 }
                 points += 1;
             }
-            if dropped > 0 {
-                tracing::error!(sink = %self.name, dropped, "outbox entries were removed by retention before this sink had them");
-            }
 
             let outcome = if points == 0 {
                 Outcome::Accepted
@@ -260,7 +257,7 @@ impl Forwarder {
                     };
                     sent.inc_by(points);
                     dead.inc_by(dead_letters.len() as u64);
-                    dropped_metric.inc_by(dropped);
+                    self.report_dropped(dropped, &dropped_metric);
                     let was = self.status.get().state;
                     if was != "up" && was != "starting" {
                         tracing::info!(sink = %self.name, "InfluxDB accepts points again");
@@ -287,10 +284,15 @@ impl Forwarder {
                             reason: "HTTP 413: request entity too large".into(),
                             time: now_ns(),
                         };
-                        let _ = blocking(&self.store, move |s| {
+                        if blocking(&self.store, move |s| {
                             s.acknowledge(&name, last_seq, dropped, &[letter])
                         })
-                        .await;
+                        .await
+                        .is_ok()
+                        {
+                            dead.inc();
+                            self.report_dropped(dropped, &dropped_metric);
+                        }
                     }
                     batch_limit = (batch_limit / 2).max(1);
                     tracing::warn!(sink = %self.name, batch_limit, "InfluxDB answered 413: smaller batches");
@@ -329,6 +331,17 @@ impl Forwarder {
             s.last_error_at = Some(now);
             s.next_attempt_at = Some(now + i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX));
         });
+    }
+
+    /// Counts and logs outbox entries that retention removed before this sink had them, once:
+    /// only after the cursor moved past them (in the same transaction as the stored counter).
+    /// Logging them when they are found instead would repeat the same loss at every retry of
+    /// a batch that cannot be sent, for as long as an outage lasts.
+    fn report_dropped(&self, dropped: u64, metric: &crate::metrics::Counter) {
+        if dropped > 0 {
+            metric.inc_by(dropped);
+            tracing::error!(sink = %self.name, dropped, "outbox entries were removed by retention before this sink had them: HQ will not get them");
+        }
     }
 
     /// Sleeps, or returns early on shutdown.
