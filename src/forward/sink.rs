@@ -140,205 +140,227 @@ impl Forwarder {
         };
         let mut batch_limit = self.config.batch_max_points;
         let mut next_allowed = Instant::now();
-        let mut last_refresh: Option<Instant> = None;
         let mut rate = 0.0f64;
         let mut last_ack = Instant::now();
         // Highest sequence sent by the live lane (in memory: after a restart the backlog lane
         // simply sends those entries again, which overwrites the same points).
         let mut live_sent = 0u64;
 
-        loop {
-            if self.shutdown.is_cancelled() {
-                break;
-            }
-            if last_refresh.is_none_or(|t| t.elapsed() >= STATUS_REFRESH) {
-                last_refresh = Some(Instant::now());
-                self.refresh(rate, &gauges).await;
-            }
-            let name = self.name.clone();
-            let read = blocking(&self.store, move |s| {
-                let counters = s.sink_counters(&name)?;
-                let entries = s.outbox_after(counters.cursor, batch_limit)?;
-                Ok((counters.cursor, entries))
-            })
-            .await;
-            let (cursor, entries) = match read {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(sink = %self.name, error = %e, "cannot read the outbox");
-                    self.pause(Duration::from_secs(1)).await;
-                    continue;
+        let forwarding = async {
+            loop {
+                if self.shutdown.is_cancelled() {
+                    break;
                 }
-            };
-            if entries.is_empty() {
-                if self.status.get().state == "starting" {
-                    self.status.update(|s| s.state = "up".into());
-                    self.metrics.sink_state.set(&self.name, "up");
-                }
-                self.pause(IDLE_POLL).await;
-                continue;
-            }
-
-            // A backlog (more than one full batch waits): start the live lane at the current
-            // head, so that what arrives from now on reaches HQ while the backlog drains.
-            if entries.len() >= batch_limit && live_sent <= cursor {
-                let store = self.store.clone();
-                if let Ok(Ok(head)) = tokio::task::spawn_blocking(move || store.outbox_head()).await
-                {
-                    live_sent = head;
-                }
-            }
-            let Batch {
-                body,
-                points,
-                last_seq,
-                consumed,
-                dropped,
-                mut dead_letters,
-            } = self.prepare(cursor, &entries, precision);
-            if dropped > 0 {
-                tracing::error!(sink = %self.name, dropped, "outbox entries were removed by retention before this sink had them");
-            }
-
-            let outcome = if points == 0 {
-                Outcome::Accepted
-            } else {
-                if let Some(cap) = std::num::NonZeroU64::new(self.config.max_points_per_sec) {
-                    // While the cap holds the backlog back, the live lane keeps the present
-                    // flowing, once a second.
-                    loop {
-                        let wait = next_allowed.saturating_duration_since(Instant::now());
-                        if wait.is_zero() || self.shutdown.is_cancelled() {
-                            break;
-                        }
-                        if live_sent > cursor {
-                            live_sent = self.send_live(&client, live_sent, precision).await;
-                        }
-                        self.pause(wait.min(Duration::from_secs(1))).await;
-                    }
-                    if self.shutdown.is_cancelled() {
-                        break;
-                    }
-                    next_allowed = Instant::now().max(next_allowed)
-                        + Duration::from_secs_f64(points as f64 / cap.get() as f64);
-                }
-                tokio::select! {
-                    outcome = self.endpoint.send(&client, &body) => outcome,
-                    // Abandoned: the batch stays behind the cursor and is sent again (the
-                    // same points) after the restart.
-                    _ = self.shutdown.cancelled() => break,
-                }
-            };
-
-            // InfluxDB refused part of the batch without naming the lines (a field type
-            // conflict): bisect. The good points of each try are stored again, which changes
-            // nothing (same points); a single refused point becomes a dead letter.
-            if let Outcome::Rejected {
-                attributed: false, ..
-            } = &outcome
-                && points > 1
-                && consumed > 1
-            {
-                batch_limit = (consumed / 2).max(1);
-                tracing::debug!(sink = %self.name, batch_limit, "isolating refused points");
-                continue;
-            }
-            match outcome {
-                Outcome::Accepted | Outcome::Rejected { .. } => {
-                    if let Outcome::Rejected { reason, lines, .. } = &outcome {
-                        tracing::warn!(sink = %self.name, refused = lines.len(), %reason, "InfluxDB refused points; they are kept as dead letters");
-                        let time = now_ns();
-                        dead_letters.extend(lines.iter().map(|(line, why)| DeadLetter {
-                            seq: last_seq,
-                            line: line.clone(),
-                            reason: why.clone(),
-                            time,
-                        }));
-                    }
-                    let name = self.name.clone();
-                    let letters = dead_letters.clone();
-                    if let Err(e) = blocking(&self.store, move |s| {
-                        s.acknowledge(&name, last_seq, dropped, &letters)
-                    })
-                    .await
-                    {
-                        // The batch was delivered; it will be sent again (idempotent) after
-                        // the store recovers.
-                        tracing::error!(sink = %self.name, error = %e, "cannot advance the cursor");
+                let name = self.name.clone();
+                let read = blocking(&self.store, move |s| {
+                    let counters = s.sink_counters(&name)?;
+                    let entries = s.outbox_after(counters.cursor, batch_limit)?;
+                    let head = if entries.is_empty() {
+                        s.outbox_head()?
+                    } else {
+                        0
+                    };
+                    Ok((counters.cursor, entries, head))
+                })
+                .await;
+                let (cursor, entries, head) = match read {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(sink = %self.name, error = %e, "cannot read the outbox");
                         self.pause(Duration::from_secs(1)).await;
                         continue;
                     }
-                    let elapsed = last_ack.elapsed().as_secs_f64().max(1e-3);
-                    last_ack = Instant::now();
-                    let instant_rate = points as f64 / elapsed;
-                    rate = if rate == 0.0 {
-                        instant_rate
-                    } else {
-                        rate * 0.8 + instant_rate * 0.2
-                    };
-                    sent.inc_by(points);
-                    dead.inc_by(dead_letters.len() as u64);
-                    dropped_metric.inc_by(dropped);
-                    let was = self.status.get().state;
-                    if was != "up" && was != "starting" {
-                        tracing::info!(sink = %self.name, "InfluxDB accepts points again");
+                };
+                if entries.is_empty() && head > cursor {
+                    // Everything after the cursor was removed by retention: lost for this sink.
+                    let dropped = head - cursor;
+                    let name = self.name.clone();
+                    if blocking(&self.store, move |s| {
+                        s.acknowledge(&name, head, dropped, &[])
+                    })
+                    .await
+                    .is_ok()
+                    {
+                        self.report_dropped(dropped, &dropped_metric);
                     }
-                    self.status.update(|s| {
-                        s.state = "up".into();
-                        s.last_success = Some(now_ns());
-                        s.next_attempt_at = None;
-                        s.sent_points += points;
-                        s.cursor = last_seq;
-                    });
-                    self.metrics.sink_state.set(&self.name, "up");
-                    backoff.reset();
-                    if batch_limit < self.config.batch_max_points {
-                        batch_limit = (batch_limit * 2).min(self.config.batch_max_points);
+                    continue;
+                }
+                if entries.is_empty() {
+                    if self.status.get().state == "starting" {
+                        self.status.update(|s| s.state = "up".into());
+                        self.metrics.sink_state.set(&self.name, "up");
                     }
-                    if live_sent > last_seq {
-                        live_sent = self.send_live(&client, live_sent, precision).await;
+                    self.pause(IDLE_POLL).await;
+                    continue;
+                }
+
+                // A backlog (more than one full batch waits): start the live lane at the current
+                // head, so that what arrives from now on reaches HQ while the backlog drains.
+                if entries.len() >= batch_limit && live_sent <= cursor {
+                    let store = self.store.clone();
+                    if let Ok(Ok(head)) =
+                        tokio::task::spawn_blocking(move || store.outbox_head()).await
+                    {
+                        live_sent = head;
                     }
                 }
-                Outcome::TooLarge => {
-                    if batch_limit == 1 {
-                        // A single point too large for InfluxDB can never be sent.
+                let Batch {
+                    body,
+                    points,
+                    last_seq,
+                    consumed,
+                    dropped,
+                    mut dead_letters,
+                } = self.prepare(cursor, &entries, precision);
+
+                let outcome = if points == 0 {
+                    Outcome::Accepted
+                } else {
+                    if let Some(cap) = std::num::NonZeroU64::new(self.config.max_points_per_sec) {
+                        // While the cap holds the backlog back, the live lane keeps the present
+                        // flowing, once a second.
+                        loop {
+                            let wait = next_allowed.saturating_duration_since(Instant::now());
+                            if wait.is_zero() || self.shutdown.is_cancelled() {
+                                break;
+                            }
+                            if live_sent > cursor {
+                                live_sent = self.send_live(&client, live_sent, precision).await;
+                            }
+                            self.pause(wait.min(Duration::from_secs(1))).await;
+                        }
+                        if self.shutdown.is_cancelled() {
+                            break;
+                        }
+                        next_allowed = Instant::now().max(next_allowed)
+                            + Duration::from_secs_f64(points as f64 / cap.get() as f64);
+                    }
+                    tokio::select! {
+                        outcome = self.endpoint.send(&client, &body) => outcome,
+                        // Abandoned: the batch stays behind the cursor and is sent again (the
+                        // same points) after the restart.
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                };
+
+                // InfluxDB refused part of the batch without naming the lines (a field type
+                // conflict): bisect. The good points of each try are stored again, which changes
+                // nothing (same points); a single refused point becomes a dead letter.
+                if let Outcome::Rejected {
+                    attributed: false, ..
+                } = &outcome
+                    && points > 1
+                    && consumed > 1
+                {
+                    batch_limit = (consumed / 2).max(1);
+                    tracing::debug!(sink = %self.name, batch_limit, "isolating refused points");
+                    continue;
+                }
+                match outcome {
+                    Outcome::Accepted | Outcome::Rejected { .. } => {
+                        if let Outcome::Rejected { reason, lines, .. } = &outcome {
+                            tracing::warn!(sink = %self.name, refused = lines.len(), %reason, "InfluxDB refused points; they are kept as dead letters");
+                            let time = now_ns();
+                            dead_letters.extend(lines.iter().map(|(line, why)| DeadLetter {
+                                seq: last_seq,
+                                line: line.clone(),
+                                reason: why.clone(),
+                                time,
+                            }));
+                        }
                         let name = self.name.clone();
-                        let letter = DeadLetter {
-                            seq: last_seq,
-                            line: body.lines().next().unwrap_or_default().to_string(),
-                            reason: "HTTP 413: request entity too large".into(),
-                            time: now_ns(),
-                        };
-                        let _ = blocking(&self.store, move |s| {
-                            s.acknowledge(&name, last_seq, dropped, &[letter])
+                        let letters = dead_letters.clone();
+                        if let Err(e) = blocking(&self.store, move |s| {
+                            s.acknowledge(&name, last_seq, dropped, &letters)
                         })
-                        .await;
+                        .await
+                        {
+                            // The batch was delivered; it will be sent again (idempotent) after
+                            // the store recovers.
+                            tracing::error!(sink = %self.name, error = %e, "cannot advance the cursor");
+                            self.pause(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                        let elapsed = last_ack.elapsed().as_secs_f64().max(1e-3);
+                        last_ack = Instant::now();
+                        let instant_rate = points as f64 / elapsed;
+                        rate = if rate == 0.0 {
+                            instant_rate
+                        } else {
+                            rate * 0.8 + instant_rate * 0.2
+                        };
+                        sent.inc_by(points);
+                        dead.inc_by(dead_letters.len() as u64);
+                        self.report_dropped(dropped, &dropped_metric);
+                        let was = self.status.get().state;
+                        if was != "up" && was != "starting" {
+                            tracing::info!(sink = %self.name, "InfluxDB accepts points again");
+                        }
+                        self.status.update(|s| {
+                            s.state = "up".into();
+                            s.last_success = Some(now_ns());
+                            s.next_attempt_at = None;
+                            s.sent_points += points;
+                            s.cursor = last_seq;
+                            s.drain_rate_points_per_sec = rate;
+                        });
+                        self.metrics.sink_state.set(&self.name, "up");
+                        backoff.reset();
+                        if batch_limit < self.config.batch_max_points {
+                            batch_limit = (batch_limit * 2).min(self.config.batch_max_points);
+                        }
+                        if live_sent > last_seq {
+                            live_sent = self.send_live(&client, live_sent, precision).await;
+                        }
                     }
-                    batch_limit = (batch_limit / 2).max(1);
-                    tracing::warn!(sink = %self.name, batch_limit, "InfluxDB answered 413: smaller batches");
-                }
-                Outcome::Misconfigured { reason } => {
-                    let was = self.status.get().state;
-                    if was != "misconfigured" {
-                        tracing::error!(sink = %self.name, %reason, "InfluxDB refuses this gateway's writes (credentials, database or bucket): nothing is lost, fix the sink config");
+                    Outcome::TooLarge => {
+                        if batch_limit == 1 {
+                            // A single point too large for InfluxDB can never be sent.
+                            let name = self.name.clone();
+                            let letter = DeadLetter {
+                                seq: last_seq,
+                                line: body.lines().next().unwrap_or_default().to_string(),
+                                reason: "HTTP 413: request entity too large".into(),
+                                time: now_ns(),
+                            };
+                            if blocking(&self.store, move |s| {
+                                s.acknowledge(&name, last_seq, dropped, &[letter])
+                            })
+                            .await
+                            .is_ok()
+                            {
+                                dead.inc();
+                                self.report_dropped(dropped, &dropped_metric);
+                            }
+                        }
+                        batch_limit = (batch_limit / 2).max(1);
+                        tracing::warn!(sink = %self.name, batch_limit, "InfluxDB answered 413: smaller batches");
                     }
-                    let wait = Duration::from_secs(self.config.misconfigured_retry_secs);
-                    self.failed("misconfigured", reason, wait);
-                    self.pause(wait).await;
-                }
-                Outcome::Retry { reason, after } => {
-                    let answered = reason.starts_with("HTTP ");
-                    let state = if answered { "backing_off" } else { "down" };
-                    let was = self.status.get().state;
-                    if was != state {
-                        tracing::warn!(sink = %self.name, %reason, "cannot forward; backing off and retrying");
+                    Outcome::Misconfigured { reason } => {
+                        let was = self.status.get().state;
+                        if was != "misconfigured" {
+                            tracing::error!(sink = %self.name, %reason, "InfluxDB refuses this gateway's writes (credentials, database or bucket): nothing is lost, fix the sink config");
+                        }
+                        let wait = Duration::from_secs(self.config.misconfigured_retry_secs);
+                        self.failed("misconfigured", reason, wait);
+                        self.pause(wait).await;
                     }
-                    let wait = backoff.next().max(after.unwrap_or_default());
-                    self.failed(state, reason, wait);
-                    self.pause(wait).await;
+                    Outcome::Retry { reason, after } => {
+                        let answered = reason.starts_with("HTTP ");
+                        let state = if answered { "backing_off" } else { "down" };
+                        let was = self.status.get().state;
+                        if was != state {
+                            tracing::warn!(sink = %self.name, %reason, "cannot forward; backing off and retrying");
+                        }
+                        let wait = backoff.next().max(after.unwrap_or_default());
+                        self.failed(state, reason, wait);
+                        self.pause(wait).await;
+                    }
                 }
             }
-        }
+        };
+        let refresh = self.refresh_loop(gauges);
+        tokio::join!(forwarding, refresh);
         self.status.update(|s| s.next_attempt_at = None);
         tracing::info!(sink = %self.name, "forwarder stopped");
     }
@@ -429,6 +451,17 @@ impl Forwarder {
         });
     }
 
+    /// Counts and logs outbox entries that retention removed before this sink had them, once:
+    /// only after the cursor moved past them (in the same transaction as the stored counter).
+    /// Logging them when they are found instead would repeat the same loss at every retry of
+    /// a batch that cannot be sent, for as long as an outage lasts.
+    fn report_dropped(&self, dropped: u64, metric: &crate::metrics::Counter) {
+        if dropped > 0 {
+            metric.inc_by(dropped);
+            tracing::error!(sink = %self.name, dropped, "outbox entries were removed by retention before this sink had them: HQ will not get them");
+        }
+    }
+
     /// Sleeps, or returns early on shutdown.
     async fn pause(&self, d: Duration) {
         tokio::select! {
@@ -437,8 +470,21 @@ impl Forwarder {
         }
     }
 
+    /// Refreshes the backlog figures from the store every [`STATUS_REFRESH`], beside the
+    /// forwarding loop (which may be waiting on a rate cap or a backoff) until shutdown.
+    async fn refresh_loop(&self, gauges: BacklogGauges) {
+        let mut tick = tokio::time::interval(STATUS_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.refresh(&gauges).await,
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
     /// Refreshes the backlog figures from the store.
-    async fn refresh(&self, rate: f64, gauges: &BacklogGauges) {
+    async fn refresh(&self, gauges: &BacklogGauges) {
         let name = self.name.clone();
         let read = blocking(&self.store, move |s| {
             let counters = s.sink_counters(&name)?;
@@ -461,13 +507,13 @@ impl Forwarder {
                         .map_or(0, |t| (now - t).max(0) / 1_000_000_000),
                 );
                 self.status.update(|s| {
+                    let rate = s.drain_rate_points_per_sec;
                     s.cursor = counters.cursor;
                     s.dead_letters = counters.dead_letters;
                     s.dropped_points = counters.dropped;
                     s.backlog_points = backlog.points;
                     s.backlog_bytes = backlog.bytes;
                     s.oldest_unsent = backlog.oldest;
-                    s.drain_rate_points_per_sec = rate;
                     s.eta_secs =
                         (rate > 0.0 && backlog.points > 0).then(|| backlog.points as f64 / rate);
                 });

@@ -6,4 +6,5 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod influxd;
