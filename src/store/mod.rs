@@ -233,6 +233,8 @@ struct Inner {
     /// The committed series dictionary, so that the hot path resolves a reading's series id
     /// with a hash lookup instead of a B-tree lookup.
     series: RwLock<SeriesCache>,
+    /// The last [`Store::stats`] result and when it was taken, for [`Store::recent_stats`].
+    stats_cache: std::sync::Mutex<Option<(std::time::Instant, StoreStats)>>,
 }
 
 /// Committed series by key. Only `commit` adds to it, after its transaction committed.
@@ -330,6 +332,7 @@ impl Store {
                 config: config.clone(),
                 fold_records: fold_records.max(1),
                 series: RwLock::new(cache),
+                stats_cache: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -599,6 +602,22 @@ impl Store {
             events: events.len()?,
             outbox_entries: outbox.len()?,
         })
+    }
+
+    /// [`Store::stats`], reused while it is younger than `max_age`: measuring walks every
+    /// table, and a status page on several tablets must not cost the gateway a core.
+    pub fn recent_stats(&self, max_age: std::time::Duration) -> Result<StoreStats, StoreError> {
+        if let Ok(cache) = self.inner.stats_cache.lock()
+            && let Some((at, stats)) = cache.as_ref()
+            && at.elapsed() < max_age
+        {
+            return Ok(stats.clone());
+        }
+        let stats = self.stats()?;
+        if let Ok(mut cache) = self.inner.stats_cache.lock() {
+            *cache = Some((std::time::Instant::now(), stats.clone()));
+        }
+        Ok(stats)
     }
 
     /// The configuration the store was opened with.

@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::{ReadError, Shared};
+use super::{ReadError, STATS_MAX_AGE, Shared};
 use crate::forward::status::SinkStatus;
 use crate::live::{FieldState, PipelineCounters, SensorState, SourceHealth};
 use crate::model::{AnomalyEvent, NS_PER_SEC, Rollup, TimeNs, format_time, now_ns, parse_time};
@@ -205,7 +205,9 @@ struct StatusView<'a> {
 /// `GET /api/v1/status`. A store failure does not fail the status: the rest is still worth
 /// reading when the disk is in trouble.
 pub async fn status(State(state): State<Shared>) -> Response {
-    let stats = state.read_store("stats", |s| s.stats()).await;
+    let stats = state
+        .read_store("stats", |s| s.recent_stats(STATS_MAX_AGE))
+        .await;
     let snapshot = state.snapshot();
     let sources = state.sources.snapshot();
     let sinks = state.sinks.snapshot();

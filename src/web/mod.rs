@@ -40,6 +40,10 @@ use crate::metrics::Metrics;
 use crate::model::TimeNs;
 use crate::store::{Store, StoreError};
 
+/// Store sizes shown by the pages, the API and `/metrics` are at most this old: measuring
+/// them walks every table, which readers must not repeat per request.
+pub(crate) const STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Everything the web reads. Built once by the application and shared by all requests.
 pub struct WebState {
     /// `gateway.id`, shown on every page so a technician knows which box they are looking at.
@@ -161,7 +165,10 @@ async fn healthz() -> &'static str {
 /// then encodes every metric. A failed store read leaves the gauges at their last values
 /// (and is counted in `store_errors`) rather than failing the scrape.
 async fn metrics(State(state): State<Shared>) -> Response {
-    if let Ok(stats) = state.read_store("stats", Store::stats).await {
+    if let Ok(stats) = state
+        .read_store("stats", |s| s.recent_stats(STATS_MAX_AGE))
+        .await
+    {
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         state.metrics.store_file_bytes.set(gauge(stats.file_bytes));
         state

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::html::{self, Esc, sensor_href};
-use super::{ReadError, Shared};
+use super::{ReadError, STATS_MAX_AGE, Shared};
 use crate::forward::status::SinkStatus;
 use crate::live::{LiveSnapshot, SensorState, SourceHealth};
 use crate::model::{AnomalyEvent, NS_PER_SEC, Rollup, TimeNs, format_time, now_ns};
@@ -50,7 +50,9 @@ fn read_error_page(e: &ReadError) -> Response {
 
 /// `GET /`: the status page.
 pub async fn status(State(state): State<Shared>) -> Response {
-    let stats = state.read_store("stats", |s| s.stats()).await;
+    let stats = state
+        .read_store("stats", |s| s.recent_stats(STATS_MAX_AGE))
+        .await;
     let snapshot = state.snapshot();
     let sources = state.sources.snapshot();
     let now = now_ns();
