@@ -1,7 +1,8 @@
 //! Measures how fast the forwarder drains a backlog into a real InfluxDB 1.6.7, next to
 //! influxd's own ceiling measured in the same run.
 //!
-//! `cargo run --release --example drain_bench -- [points] [batch]` (defaults 1000000 5000).
+//! `cargo run --release --example drain_bench -- [points] [batch] [batch_max_bytes]`
+//! (defaults 1000000 5000, and the sink's own default byte cap per request).
 //!
 //! 1. Starts a private influxd (the integration tests' harness) and creates the databases.
 //! 2. Builds a store in a temp dir whose outbox holds `points` rollups: 1,000 series times
@@ -14,12 +15,13 @@
 //!    and gzip happen before the clock starts: this is what influxd alone can take.
 //! 4. edgewatch: the daemon in-process (`app::start`) on that store, with a sim source that
 //!    sends nothing (`ticks = 0`) and one sink to database `bench` with
-//!    `batch_max_points = batch` and the other sink settings at their defaults. Timed from
-//!    `app::start` until the sink's cursor in the store is on the last outbox sequence (read
-//!    every 20 ms); then `GET /api/v1/status` must show that cursor and `backlog_points == 0`,
-//!    and `SELECT COUNT(mean)` in InfluxDB must find every point.
-//! 5. The ceiling runs again, after edgewatch, into a third database, because the machine is
-//!    noisy and influxd slows down as its data grows: the ratio is taken against both.
+//!    `batch_max_points = batch`, `batch_max_bytes` if given (the default cap, 1 MiB, holds
+//!    fewer than 5,000 of these 271-byte lines) and every other sink setting at its default.
+//!    Timed from `app::start` until the sink's cursor in the store is on the last outbox
+//!    sequence (read every 20 ms); then `GET /api/v1/status` must show that cursor and
+//!    `backlog_points == 0`, and `SELECT COUNT(mean)` in InfluxDB must find every point.
+//! 5. The ceiling runs again after edgewatch, into a third database: other work shares the
+//!    two cores, and the spread of the two ceilings shows how much the machine moved.
 //!
 //! Every phase writes `points` new points to an empty database, so the three do the same work
 //! in influxd. CPU times come from `/proc` (Linux only, like the harness).
@@ -66,10 +68,15 @@ const USER_HZ: f64 = 100.0;
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
-        .map(|a| a.parse().expect("arguments are numbers: [points] [batch]"))
+        .map(|a| {
+            a.parse()
+                .expect("arguments are numbers: [points] [batch] [batch_max_bytes]")
+        })
         .collect();
     let points = args.first().copied().unwrap_or(1_000_000).max(1);
     let batch = args.get(1).copied().unwrap_or(5_000).max(1);
+    // The sink's byte cap per request; the product default unless given.
+    let batch_max_bytes = args.get(2).copied();
     // Warnings and errors of the daemon (a refused batch, a dropped entry) show on stderr.
     telemetry::init(&LogConfig {
         level: "warn".into(),
@@ -113,7 +120,14 @@ fn main() {
 
     let before = ceiling(&influx, influxd_pid, "ceiling", &bodies, points);
     before.print("ceiling (before)");
-    let edge = drain(&influx, influxd_pid, &store_path, points, batch);
+    let edge = drain(
+        &influx,
+        influxd_pid,
+        &store_path,
+        points,
+        batch,
+        batch_max_bytes,
+    );
     edge.print("edgewatch");
     let after = ceiling(&influx, influxd_pid, "ceiling_after", &bodies, points);
     after.print("ceiling (after)");
@@ -134,7 +148,8 @@ fn main() {
             proc_status_kb(pid, "VmHWM:").unwrap_or(0) / 1024
         );
     }
-    println!("command: cargo run --release --example drain_bench -- {points} {batch}");
+    let bytes = batch_max_bytes.map(|b| format!(" {b}")).unwrap_or_default();
+    println!("command: cargo run --release --example drain_bench -- {points} {batch}{bytes}");
 }
 
 /// `points` rollups, window after window, each window holding every series once.
@@ -223,7 +238,11 @@ fn build_store(path: &Path, rollups: &[Rollup], tags: &PointTags, batch: usize) 
             )
             .unwrap();
         }
-        assert_eq!(forwarder, line_protocol(expected, tags), "same line protocol");
+        assert_eq!(
+            forwarder,
+            line_protocol(expected, tags),
+            "same line protocol"
+        );
     }
     assert_eq!(entries_last_seq(&store, n), n as u64);
     store.backlog(0).unwrap().bytes
@@ -292,6 +311,8 @@ struct Phase {
     influxd_cpu: f64,
     /// CPU seconds of this process (the client, or the daemon and its poller).
     own_cpu: f64,
+    /// edgewatch only: how long `app::start` took (opening the store).
+    started: Option<Duration>,
     /// edgewatch only: from `app::start` to the first acknowledged batch.
     first_ack: Option<Duration>,
     /// edgewatch only: how long one `GET /api/v1/status` took at the start of the drain.
@@ -306,8 +327,15 @@ impl Phase {
     fn print(&self, name: &str) {
         let secs = self.took.as_secs_f64();
         let first = self
-            .first_ack
-            .map(|d| format!(", first batch acknowledged after {:.2} s", d.as_secs_f64()))
+            .started
+            .zip(self.first_ack)
+            .map(|(s, f)| {
+                format!(
+                    ", started in {:.2} s, first batch acknowledged after {:.2} s",
+                    s.as_secs_f64(),
+                    f.as_secs_f64()
+                )
+            })
             .unwrap_or_default();
         let status = self
             .status_call
@@ -357,6 +385,7 @@ fn ceiling(
         requests: bodies.len(),
         influxd_cpu,
         own_cpu,
+        started: None,
         first_ack: None,
         status_call: None,
     }
@@ -369,6 +398,7 @@ fn drain(
     store: &Path,
     points: usize,
     batch: usize,
+    batch_max_bytes: Option<usize>,
 ) -> Phase {
     let text = format!(
         r#"
@@ -392,10 +422,14 @@ name = "{SINK}"
 url = "{}"
 database = "bench"
 batch_max_points = {batch}
+{bytes}
 "#,
         store.display(),
         store_config(store).max_bytes,
-        influx.url()
+        influx.url(),
+        bytes = batch_max_bytes
+            .map(|b| format!("batch_max_bytes = {b}"))
+            .unwrap_or_default(),
     );
     let config = config::load_str(&text).expect("bench config");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -404,12 +438,13 @@ batch_max_points = {batch}
         .expect("tokio runtime");
     let cpu = Cpu::now(influxd_pid);
     let requests_before = write_requests(influx, "bench");
-    let (took, first_ack, status_call) = runtime.block_on(async {
+    let (took, first_ack, status_call, started) = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let t0 = Instant::now();
         let running = app::start(config, shutdown.clone())
             .await
             .expect("start the daemon");
+        let started = t0.elapsed();
         let url = format!("http://{}/api/v1/status", running.web_addr);
         let client = reqwest::Client::new();
         let sink = async || -> (Value, Duration) {
@@ -469,7 +504,7 @@ batch_max_points = {batch}
         assert_eq!((counters.dropped, counters.dead_letters), (0, 0));
         shutdown.cancel();
         running.wait().await.expect("daemon shutdown");
-        (took, first_ack, status_call)
+        (took, first_ack, status_call, started)
     });
     // The CPU figures include the shutdown, which is short next to the drain.
     let (influxd_cpu, own_cpu) = cpu.since(influxd_pid);
@@ -480,6 +515,7 @@ batch_max_points = {batch}
         requests: write_requests(influx, "bench") - requests_before,
         influxd_cpu,
         own_cpu,
+        started: Some(started),
         first_ack,
         status_call: Some(status_call),
     }
@@ -543,12 +579,13 @@ fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
 fn find_influxd(dir: &Path) -> Option<u32> {
     let config = dir.join("influxdb.conf");
     let config = config.to_str()?;
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        args.iter()
-            .any(|a| *a == config.as_bytes())
-            .then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.iter().any(|a| *a == config.as_bytes()).then_some(pid)
+        })
 }
