@@ -16,6 +16,9 @@ use super::tables::{self, CURSORS, META, META_NEXT_OUTBOX_SEQ, OUTBOX, OUTBOX_BY
 use super::{Store, StoreError};
 use crate::model::TimeNs;
 
+/// How many backlog entries [`Store::backlog`] counts one by one before it estimates.
+const BACKLOG_WALK: u64 = 10_000;
+
 /// (sink, id) → serde_json of [`DeadLetter`].
 const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
 /// (sink, counter name) → value: `dropped`, `dead_letters`, `dead_letter_next_id`.
@@ -141,12 +144,19 @@ impl Store {
     }
 
     /// The entries after `after`: how many, their stored bytes, and the time of the oldest.
-    /// Walks the range, so call it at the pace of a status refresh.
+    /// Up to [`BACKLOG_WALK`] entries are counted one by one; beyond that the count is the
+    /// sequence distance to the head and the bytes are extrapolated from the walked entries,
+    /// so that a status refresh does not read a backlog of gigabytes every few seconds.
     pub fn backlog(&self, after: u64) -> Result<Backlog, StoreError> {
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(OUTBOX)?;
         let mut backlog = Backlog::default();
+        let mut walked_all = true;
         for item in table.range((after.saturating_add(1))..)? {
+            if backlog.points >= BACKLOG_WALK {
+                walked_all = false;
+                break;
+            }
             let (_, value) = item?;
             if backlog.oldest.is_none() {
                 backlog.oldest = tables::decode_outbox(value.value())
@@ -155,6 +165,16 @@ impl Store {
             }
             backlog.points += 1;
             backlog.bytes += value.value().len() as u64;
+        }
+        if !walked_all {
+            let head = txn
+                .open_table(META)?
+                .get(META_NEXT_OUTBOX_SEQ)?
+                .map_or(1, |v| v.value())
+                .saturating_sub(1);
+            let points = head.saturating_sub(after).max(backlog.points);
+            backlog.bytes = backlog.bytes / backlog.points.max(1) * points;
+            backlog.points = points;
         }
         Ok(backlog)
     }
