@@ -586,6 +586,6 @@ fn find_influxd(dir: &Path) -> Option<u32> {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.iter().any(|a| *a == config.as_bytes()).then_some(pid)
+            args.contains(&config.as_bytes()).then_some(pid)
         })
 }
