@@ -38,6 +38,9 @@ pub struct Forwarder {
     pub shutdown: CancellationToken,
 }
 
+/// The next batch, being read and prepared while the current request is in flight.
+type Prefetch = tokio::task::JoinHandle<Result<(usize, Batch), StoreError>>;
+
 /// The backlog gauges of one sink.
 struct BacklogGauges {
     points: crate::metrics::Gauge,
@@ -145,6 +148,8 @@ impl Forwarder {
         // Highest sequence sent by the live lane (in memory: after a restart the backlog lane
         // simply sends those entries again, which overwrites the same points).
         let mut live_sent = 0u64;
+        let shared = Arc::new((self.config.clone(), self.tags.clone()));
+        let mut prefetched: Option<(u64, usize, Prefetch)> = None;
 
         let forwarding = async {
             loop {
@@ -152,18 +157,33 @@ impl Forwarder {
                     break;
                 }
                 let name = self.name.clone();
-                let read = blocking(&self.store, move |s| {
-                    let counters = s.sink_counters(&name)?;
-                    let entries = s.outbox_after(counters.cursor, batch_limit)?;
-                    let head = if entries.is_empty() {
-                        s.outbox_head()?
-                    } else {
-                        0
-                    };
-                    Ok((counters.cursor, entries, head))
-                })
-                .await;
-                let (cursor, entries, head) = match read {
+                let cursor = match blocking(&self.store, move |s| s.sink_counters(&name)).await {
+                    Ok(c) => c.cursor,
+                    Err(e) => {
+                        tracing::error!(sink = %self.name, error = %e, "cannot read the outbox");
+                        self.pause(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                // The batch after the one just acknowledged was prepared while that one was in
+                // flight; otherwise read and prepare it now.
+                let ready = match prefetched.take() {
+                    Some((from, limit, handle)) if from == cursor && limit == batch_limit => {
+                        handle.await.ok().and_then(Result::ok)
+                    }
+                    _ => None,
+                };
+                let read = match ready {
+                    Some(r) => Ok(r),
+                    None => {
+                        let shared = shared.clone();
+                        blocking(&self.store, move |s| {
+                            read_and_prepare(s, &shared, cursor, batch_limit, precision)
+                        })
+                        .await
+                    }
+                };
+                let (read_count, batch) = match read {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(sink = %self.name, error = %e, "cannot read the outbox");
@@ -171,7 +191,15 @@ impl Forwarder {
                         continue;
                     }
                 };
-                if entries.is_empty() && head > cursor {
+                let head = if read_count == 0 {
+                    blocking(&self.store, |s| s.outbox_head())
+                        .await
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                let entries_empty = read_count == 0;
+                if entries_empty && head > cursor {
                     // Everything after the cursor was removed by retention: lost for this sink.
                     let dropped = head - cursor;
                     let name = self.name.clone();
@@ -185,7 +213,7 @@ impl Forwarder {
                     }
                     continue;
                 }
-                if entries.is_empty() {
+                if entries_empty {
                     if self.status.get().state == "starting" {
                         self.status.update(|s| s.state = "up".into());
                         self.metrics.sink_state.set(&self.name, "up");
@@ -196,7 +224,7 @@ impl Forwarder {
 
                 // A backlog (more than one full batch waits): start the live lane at the current
                 // head, so that what arrives from now on reaches HQ while the backlog drains.
-                if entries.len() >= batch_limit && live_sent <= cursor {
+                if read_count >= batch_limit && live_sent <= cursor {
                     let store = self.store.clone();
                     if let Ok(Ok(head)) =
                         tokio::task::spawn_blocking(move || store.outbox_head()).await
@@ -211,7 +239,7 @@ impl Forwarder {
                     consumed,
                     dropped,
                     mut dead_letters,
-                } = self.prepare(cursor, &entries, precision);
+                } = batch;
 
                 let outcome = if points == 0 {
                     Outcome::Accepted
@@ -234,6 +262,20 @@ impl Forwarder {
                         }
                         next_allowed = Instant::now().max(next_allowed)
                             + Duration::from_secs_f64(points as f64 / cap.get() as f64);
+                    }
+                    // Prepare the next batch while this one is in flight, so that InfluxDB
+                    // does not wait for edgewatch between requests.
+                    if read_count >= batch_limit {
+                        let store = self.store.clone();
+                        let shared = shared.clone();
+                        let limit = batch_limit;
+                        prefetched = Some((
+                            last_seq,
+                            limit,
+                            tokio::task::spawn_blocking(move || {
+                                read_and_prepare(&store, &shared, last_seq, limit, precision)
+                            }),
+                        ));
                     }
                     tokio::select! {
                         outcome = self.endpoint.send(&client, &body) => outcome,
@@ -365,46 +407,8 @@ impl Forwarder {
         tracing::info!(sink = %self.name, "forwarder stopped");
     }
 
-    /// Encodes `entries` (read after `cursor`) into one request body, within the batch byte
-    /// limit. Gaps in the sequence behind the cursor are entries that retention removed.
     fn prepare(&self, cursor: u64, entries: &[(u64, OutboxEntry)], precision: Precision) -> Batch {
-        let mut batch = Batch {
-            last_seq: cursor,
-            ..Batch::default()
-        };
-        let mut prev = cursor;
-        for (seq, entry) in entries {
-            if !batch.body.is_empty() && batch.body.len() >= self.config.batch_max_bytes {
-                break;
-            }
-            batch.consumed += 1;
-            batch.dropped += seq - prev - 1;
-            prev = *seq;
-            batch.last_seq = *seq;
-            let wanted = match entry {
-                OutboxEntry::Rollup { .. } => self.config.forward.contains(&Forwarded::Rollups),
-                OutboxEntry::Event(_) => self.config.forward.contains(&Forwarded::Events),
-            };
-            if !wanted {
-                continue;
-            }
-            let Some(point) = outbox_point(entry, &self.tags) else {
-                continue;
-            };
-            let before = batch.body.len();
-            if let Err(e) = encode(&point, precision, &mut batch.body) {
-                batch.body.truncate(before);
-                batch.dead_letters.push(DeadLetter {
-                    seq: *seq,
-                    line: format!("{point:?}"),
-                    reason: format!("cannot encode: {e}"),
-                    time: now_ns(),
-                });
-                continue;
-            }
-            batch.points += 1;
-        }
-        batch
+        prepare_batch(&self.config, &self.tags, cursor, entries, precision)
     }
 
     /// Sends the newest entries after `live_sent` (not rate-capped, nothing acknowledged:
@@ -521,4 +525,66 @@ impl Forwarder {
             Err(e) => tracing::warn!(sink = %self.name, error = %e, "cannot read the backlog"),
         }
     }
+}
+
+/// Encodes `entries` (read after `cursor`) into one request body, within the batch byte
+/// limit. Gaps in the sequence behind the cursor are entries that retention removed.
+fn prepare_batch(
+    config: &InfluxConfig,
+    tags: &PointTags,
+    cursor: u64,
+    entries: &[(u64, OutboxEntry)],
+    precision: Precision,
+) -> Batch {
+    let mut batch = Batch {
+        last_seq: cursor,
+        ..Batch::default()
+    };
+    let mut prev = cursor;
+    for (seq, entry) in entries {
+        if !batch.body.is_empty() && batch.body.len() >= config.batch_max_bytes {
+            break;
+        }
+        batch.consumed += 1;
+        batch.dropped += seq - prev - 1;
+        prev = *seq;
+        batch.last_seq = *seq;
+        let wanted = match entry {
+            OutboxEntry::Rollup { .. } => config.forward.contains(&Forwarded::Rollups),
+            OutboxEntry::Event(_) => config.forward.contains(&Forwarded::Events),
+        };
+        if !wanted {
+            continue;
+        }
+        let Some(point) = outbox_point(entry, tags) else {
+            continue;
+        };
+        let before = batch.body.len();
+        if let Err(e) = encode(&point, precision, &mut batch.body) {
+            batch.body.truncate(before);
+            batch.dead_letters.push(DeadLetter {
+                seq: *seq,
+                line: format!("{point:?}"),
+                reason: format!("cannot encode: {e}"),
+                time: now_ns(),
+            });
+            continue;
+        }
+        batch.points += 1;
+    }
+    batch
+}
+
+/// Reads the entries after `from` and prepares their batch, off the async threads. Returns
+/// how many entries were read (0: nothing waits) and the batch.
+fn read_and_prepare(
+    store: &Store,
+    shared: &(InfluxConfig, PointTags),
+    from: u64,
+    limit: usize,
+    precision: Precision,
+) -> Result<(usize, Batch), StoreError> {
+    let entries = store.outbox_after(from, limit)?;
+    let batch = prepare_batch(&shared.0, &shared.1, from, &entries, precision);
+    Ok((entries.len(), batch))
 }
