@@ -60,6 +60,8 @@ struct Batch {
     /// Entries missing from the sequence: removed by retention before this sink had them.
     dropped: u64,
     dead_letters: Vec<DeadLetter>,
+    /// The gzip body, made beside the request before when gzip is on.
+    compressed: Option<Vec<u8>>,
 }
 
 /// Jittered exponential backoff, reset on success.
@@ -150,19 +152,28 @@ impl Forwarder {
         let mut live_sent = 0u64;
         let shared = Arc::new((self.config.clone(), self.tags.clone()));
         let mut prefetched: Option<(u64, usize, Prefetch)> = None;
+        // The cursor as this loop knows it (ahead of the store while a commit is in flight);
+        // `None`: read it from the store.
+        let mut cursor_mem: Option<u64> = None;
+        let mut pending_ack: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
 
         let forwarding = async {
             loop {
                 if self.shutdown.is_cancelled() {
                     break;
                 }
-                let name = self.name.clone();
-                let cursor = match blocking(&self.store, move |s| s.sink_counters(&name)).await {
-                    Ok(c) => c.cursor,
-                    Err(e) => {
-                        tracing::error!(sink = %self.name, error = %e, "cannot read the outbox");
-                        self.pause(Duration::from_secs(1)).await;
-                        continue;
+                let cursor = match cursor_mem {
+                    Some(c) => c,
+                    None => {
+                        let name = self.name.clone();
+                        match blocking(&self.store, move |s| s.sink_counters(&name)).await {
+                            Ok(c) => *cursor_mem.insert(c.cursor),
+                            Err(e) => {
+                                tracing::error!(sink = %self.name, error = %e, "cannot read the cursor");
+                                self.pause(Duration::from_secs(1)).await;
+                                continue;
+                            }
+                        }
                     }
                 };
                 // The batch after the one just acknowledged was prepared while that one was in
@@ -211,6 +222,7 @@ impl Forwarder {
                     {
                         self.report_dropped(dropped, &dropped_metric);
                     }
+                    cursor_mem = None;
                     continue;
                 }
                 if entries_empty {
@@ -239,6 +251,7 @@ impl Forwarder {
                     consumed,
                     dropped,
                     mut dead_letters,
+                    compressed,
                 } = batch;
 
                 let outcome = if points == 0 {
@@ -278,7 +291,7 @@ impl Forwarder {
                         ));
                     }
                     tokio::select! {
-                        outcome = self.endpoint.send(&client, &body) => outcome,
+                        outcome = self.endpoint.send_encoded(&client, &body, compressed) => outcome,
                         // Abandoned: the batch stays behind the cursor and is sent again (the
                         // same points) after the restart.
                         _ = self.shutdown.cancelled() => break,
@@ -310,19 +323,21 @@ impl Forwarder {
                                 time,
                             }));
                         }
-                        let name = self.name.clone();
-                        let letters = dead_letters.clone();
-                        if let Err(e) = blocking(&self.store, move |s| {
-                            s.acknowledge(&name, last_seq, dropped, &letters)
-                        })
-                        .await
-                        {
-                            // The batch was delivered; it will be sent again (idempotent) after
-                            // the store recovers.
-                            tracing::error!(sink = %self.name, error = %e, "cannot advance the cursor");
+                        // The cursor is committed (fsync) beside the next request rather than
+                        // before it; one commit is in flight at a time. A crash before it lands
+                        // only means this batch is sent again, which overwrites the same points.
+                        if !self.settle(&mut pending_ack).await {
+                            cursor_mem = None;
                             self.pause(Duration::from_secs(1)).await;
                             continue;
                         }
+                        let name = self.name.clone();
+                        let letters = dead_letters.clone();
+                        let store = self.store.clone();
+                        pending_ack = Some(tokio::task::spawn_blocking(move || {
+                            store.acknowledge(&name, last_seq, dropped, &letters)
+                        }));
+                        cursor_mem = Some(last_seq);
                         let elapsed = last_ack.elapsed().as_secs_f64().max(1e-3);
                         last_ack = Instant::now();
                         let instant_rate = points as f64 / elapsed;
@@ -375,6 +390,7 @@ impl Forwarder {
                                 self.report_dropped(dropped, &dropped_metric);
                             }
                         }
+                        cursor_mem = None;
                         batch_limit = (batch_limit / 2).max(1);
                         tracing::warn!(sink = %self.name, batch_limit, "InfluxDB answered 413: smaller batches");
                     }
@@ -400,11 +416,34 @@ impl Forwarder {
                     }
                 }
             }
+            self.settle(&mut pending_ack).await;
         };
         let refresh = self.refresh_loop(gauges);
         tokio::join!(forwarding, refresh);
         self.status.update(|s| s.next_attempt_at = None);
         tracing::info!(sink = %self.name, "forwarder stopped");
+    }
+
+    /// Waits for the cursor commit in flight, if any. False when it failed: the loop then
+    /// reads the cursor from the store again and resends from there.
+    async fn settle(
+        &self,
+        pending: &mut Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    ) -> bool {
+        let Some(handle) = pending.take() else {
+            return true;
+        };
+        match handle.await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(sink = %self.name, error = %e, "cannot advance the cursor; the batch will be sent again");
+                false
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "cursor commit panicked; the batch will be sent again");
+                false
+            }
+        }
     }
 
     fn prepare(&self, cursor: u64, entries: &[(u64, OutboxEntry)], precision: Precision) -> Batch {
@@ -585,6 +624,9 @@ fn read_and_prepare(
     precision: Precision,
 ) -> Result<(usize, Batch), StoreError> {
     let entries = store.outbox_after(from, limit)?;
-    let batch = prepare_batch(&shared.0, &shared.1, from, &entries, precision);
+    let mut batch = prepare_batch(&shared.0, &shared.1, from, &entries, precision);
+    if shared.0.gzip && batch.points > 0 {
+        batch.compressed = Some(super::influx::gzip(&batch.body));
+    }
     Ok((entries.len(), batch))
 }
