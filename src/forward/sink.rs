@@ -62,6 +62,8 @@ struct Batch {
     dead_letters: Vec<DeadLetter>,
     /// The gzip body, made beside the request before when gzip is on.
     compressed: Option<Vec<u8>>,
+    /// The newest outbox sequence in the snapshot the batch was read from.
+    head: u64,
 }
 
 /// Jittered exponential backoff, reset on success.
@@ -252,6 +254,7 @@ impl Forwarder {
                     dropped,
                     mut dead_letters,
                     compressed,
+                    ..
                 } = batch;
 
                 let outcome = if points == 0 {
@@ -623,10 +626,11 @@ fn read_and_prepare(
     limit: usize,
     precision: Precision,
 ) -> Result<(usize, Batch), StoreError> {
-    let entries = store.outbox_after(from, limit)?;
+    let (entries, head) = store.outbox_page(from, limit)?;
     let mut batch = prepare_batch(&shared.0, &shared.1, from, &entries, precision);
     if shared.0.gzip && batch.points > 0 {
         batch.compressed = Some(super::influx::gzip(&batch.body));
     }
+    batch.head = head;
     Ok((entries.len(), batch))
 }

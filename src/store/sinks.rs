@@ -102,6 +102,39 @@ impl Store {
         Ok(())
     }
 
+    /// Like [`Store::outbox_after`], plus the sequence of the newest entry ever written, both
+    /// from one snapshot: an empty page with a head beyond `after` then really means that
+    /// retention removed those entries (separate reads could see a commit in between).
+    pub fn outbox_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, crate::store::OutboxEntry)>, u64), StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let head = txn
+            .open_table(META)?
+            .get(META_NEXT_OUTBOX_SEQ)?
+            .map_or(1, |v| v.value())
+            .saturating_sub(1);
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        if limit > 0 {
+            for item in table.range((after.saturating_add(1))..)? {
+                let (seq, record) = item?;
+                match tables::decode_outbox(record.value()) {
+                    Ok(entry) => out.push((seq.value(), entry)),
+                    Err(error) => {
+                        tracing::error!(seq = seq.value(), %error, "skipping an undecodable outbox entry");
+                    }
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok((out, head))
+    }
+
     /// The sequence of the newest outbox entry ever written (0 before the first).
     pub fn outbox_head(&self) -> Result<u64, StoreError> {
         let txn = self.inner.db.begin_read()?;
