@@ -37,13 +37,12 @@ fn config(store: &std::path::Path) -> Config {
 
 /// The batches of `TICKS` ticks, event time shifted by `offset`.
 fn batches(config: &Config, offset: TimeNs) -> Vec<Batch> {
-    let SourceKind::Sim(sim) = &config.sources[0].kind;
+    let SourceKind::Sim(sim) = &config.sources[0].kind else {
+        unreachable!("the bench config has a sim source")
+    };
     let mut generator = SimGenerator::new(sim, START + offset);
     (0..TICKS)
-        .map(|_| Batch {
-            source: "bench".into(),
-            readings: generator.tick().readings,
-        })
+        .map(|_| Batch::new("bench".into(), generator.tick().readings))
         .collect()
 }
 

@@ -110,6 +110,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             live: live_tx,
             metrics: metrics.clone(),
             snapshot_interval: Duration::from_millis(config.pipeline.snapshot_interval_ms),
+            dedup: Some(store.clone()),
         }
         .run(),
     );
@@ -136,6 +137,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                     metrics.clone(),
                     shutdown.clone(),
                 ));
+            }
+            SourceKind::Mqtt(_) | SourceKind::Http(_) => {
+                anyhow::bail!(
+                    "source {}: type {} is not wired yet",
+                    source.name,
+                    source.kind.type_name()
+                );
             }
         }
         tracing::info!(source = %source.name, kind = source.kind.type_name(), "source started");

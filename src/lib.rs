@@ -1,10 +1,12 @@
 //! edgewatch: an edge gateway daemon. See ARCHITECTURE.md for the map.
 #![forbid(unsafe_code)]
 
+pub mod ack;
 pub mod app;
 pub mod config;
 pub mod export;
 pub mod forward;
+pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod model;

@@ -100,6 +100,8 @@ pub struct Metrics {
     pub late_corrected: Counter,
     /// Late readings older than the rollup retention (kept raw only).
     pub late_dropped: Counter,
+    /// Redelivered readings (MQTT after a reconnect or restart) found already stored.
+    pub duplicates_dropped: Counter,
     pub rollups_emitted: Counter,
     pub events_raised: Counter,
     pub events_cleared: Counter,
@@ -189,6 +191,10 @@ impl Metrics {
                 "pipeline_late_dropped_total",
                 "Late readings older than the rollup retention, kept raw only",
             ),
+            duplicates_dropped: counter(
+                "pipeline_duplicates_dropped_total",
+                "Redelivered readings that were already stored, dropped before aggregation",
+            ),
             rollups_emitted: counter(
                 "rollups_emitted_total",
                 "Rollups emitted, including corrections",
@@ -258,6 +264,7 @@ impl Metrics {
         register(Box::new(m.pipeline_flagged.vec.clone()));
         register(Box::new(m.late_corrected.clone()));
         register(Box::new(m.late_dropped.clone()));
+        register(Box::new(m.duplicates_dropped.clone()));
         register(Box::new(m.rollups_emitted.clone()));
         register(Box::new(m.events_raised.clone()));
         register(Box::new(m.events_cleared.clone()));

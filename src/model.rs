@@ -95,6 +95,23 @@ pub struct Batch {
     /// Name of the source (`sources[].name`), a tag on everything derived from these readings.
     pub source: Arc<str>,
     pub readings: Vec<Reading>,
+    /// Released by the store writer once these readings are durably committed (sources that
+    /// acknowledge upstream, such as MQTT with QoS 1, wait for it).
+    pub commit: Option<crate::ack::CommitMark>,
+    /// The readings may have been delivered before (an MQTT redelivery after a reconnect or a
+    /// restart): the pipeline drops those whose (series, time) is already stored raw.
+    pub redelivered: bool,
+}
+
+impl Batch {
+    pub fn new(source: Arc<str>, readings: Vec<Reading>) -> Self {
+        Batch {
+            source,
+            readings,
+            commit: None,
+            redelivered: false,
+        }
+    }
 }
 
 /// Aggregate statistics of the readings in one window. Mergeable: the statistics of two

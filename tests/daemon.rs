@@ -117,7 +117,9 @@ async fn api_matches_the_sim_exactly_and_survives_a_restart() {
     let cfg = config(&store_path, start, TICKS);
 
     // What the sim produces, recomputed independently of the pipeline.
-    let SourceKind::Sim(sim) = &cfg.sources[0].kind;
+    let SourceKind::Sim(sim) = &cfg.sources[0].kind else {
+        unreachable!("the test config has a sim source")
+    };
     let mut generator = SimGenerator::new(sim, start);
     let mut expected = Expected::new();
     let mut latest = BTreeMap::new();

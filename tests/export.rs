@@ -101,7 +101,9 @@ fn build_fixture() -> Fixture {
     std::fs::write(&config_path, &text).unwrap();
     let config = config::load_str(&text).unwrap();
 
-    let SourceKind::Sim(sim) = &config.sources[0].kind;
+    let SourceKind::Sim(sim) = &config.sources[0].kind else {
+        unreachable!("a sim source")
+    };
     let mut generator = SimGenerator::new(sim, start);
     let total: u64 = (0..TICKS)
         .map(|_| generator.tick().readings.len() as u64)

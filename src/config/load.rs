@@ -158,7 +158,7 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
 }
 
 /// Deserializes `value` as `T`, recording any error under `prefix` plus the path inside.
-fn section<T: DeserializeOwned>(
+pub(super) fn section<T: DeserializeOwned>(
     prefix: &str,
     value: Value,
     problems: &mut Vec<Problem>,
@@ -235,7 +235,7 @@ fn entries<T>(
 }
 
 /// Removes `key` from `table` and deserializes it, recording a problem when it is malformed.
-fn field<T: DeserializeOwned>(
+pub(super) fn field<T: DeserializeOwned>(
     path: &str,
     table: &mut Map<String, Value>,
     key: &str,
@@ -249,7 +249,7 @@ fn field<T: DeserializeOwned>(
     }
 }
 
-fn required<T: DeserializeOwned>(
+pub(super) fn required<T: DeserializeOwned>(
     path: &str,
     table: &mut Map<String, Value>,
     key: &str,
@@ -269,7 +269,7 @@ fn required<T: DeserializeOwned>(
     }
 }
 
-fn rest(table: Map<String, Value>) -> Value {
+pub(super) fn rest(table: Map<String, Value>) -> Value {
     Value::new(None, ValueKind::Table(table))
 }
 
@@ -278,15 +278,23 @@ fn source(
     mut table: Map<String, Value>,
     problems: &mut Vec<Problem>,
 ) -> Option<SourceConfig> {
-    let kind: Option<String> = required(path, &mut table, "type", "one of: sim", problems);
+    let kind: Option<String> = required(
+        path,
+        &mut table,
+        "type",
+        "one of: sim, mqtt, http",
+        problems,
+    );
     let name: Option<String> = required(path, &mut table, "name", "a unique source name", problems);
     let tags = field::<BTreeMap<String, String>>(path, &mut table, "tags", problems);
     let kind = match kind.as_deref() {
         Some("sim") => section::<SimConfig>(path, rest(table), problems).map(SourceKind::Sim),
+        Some("mqtt") => super::load_io::mqtt_source(path, table, problems).map(SourceKind::Mqtt),
+        Some("http") => super::load_io::http_source(path, table, problems).map(SourceKind::Http),
         Some(other) => {
             problems.push(Problem::new(
                 format!("{path}.type"),
-                format!("unknown source type `{other}` (expected one of: sim)"),
+                format!("unknown source type `{other}` (expected one of: sim, mqtt, http)"),
             ));
             None
         }
@@ -429,16 +437,26 @@ fn sink(
     mut table: Map<String, Value>,
     problems: &mut Vec<Problem>,
 ) -> Option<SinkConfig> {
-    let kind: Option<String> = required(path, &mut table, "type", "one of: influxdb", problems);
+    let kind: Option<String> = required(
+        path,
+        &mut table,
+        "type",
+        "one of: influxdb, mqtt, webhook",
+        problems,
+    );
     let name: Option<String> = required(path, &mut table, "name", "a unique sink name", problems);
     let kind = match kind.as_deref() {
         Some("influxdb") => {
             section::<InfluxConfig>(path, rest(table), problems).map(SinkKind::Influxdb)
         }
+        Some("mqtt") => super::load_io::mqtt_sink(path, table, problems).map(SinkKind::Mqtt),
+        Some("webhook") => {
+            section::<WebhookConfig>(path, rest(table), problems).map(SinkKind::Webhook)
+        }
         Some(other) => {
             problems.push(Problem::new(
                 format!("{path}.type"),
-                format!("unknown sink type `{other}` (expected one of: influxdb)"),
+                format!("unknown sink type `{other}` (expected one of: influxdb, mqtt, webhook)"),
             ));
             None
         }

@@ -5,8 +5,11 @@
 //! Names marked *(interface)* in the design are fixed: installers and scripts rely on them.
 
 mod load;
+mod load_io;
 mod sink;
+mod source;
 mod validate;
+mod validate_io;
 
 #[cfg(test)]
 mod tests;
@@ -18,7 +21,14 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use load::{ConfigErrors, Problem, load, load_str};
-pub use sink::{Forwarded, InfluxApi, InfluxConfig, Secret, SinkConfig, SinkKind};
+pub use sink::{
+    Forwarded, InfluxApi, InfluxConfig, MqttAlertConfig, MqttAlertFields, Secret, SinkConfig,
+    SinkKind, WebhookConfig, resolve_secret,
+};
+pub use source::{
+    HttpIngestConfig, MappingConfig, MqttConnection, MqttSourceConfig, PayloadFormat, Subscription,
+    TimeFormat, TlsConfig,
+};
 
 use crate::model::Severity;
 
@@ -217,12 +227,16 @@ pub struct SourceConfig {
 #[derive(Clone, Debug)]
 pub enum SourceKind {
     Sim(SimConfig),
+    Mqtt(MqttSourceConfig),
+    Http(HttpIngestConfig),
 }
 
 impl SourceKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             SourceKind::Sim(_) => "sim",
+            SourceKind::Mqtt(_) => "mqtt",
+            SourceKind::Http(_) => "http",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `[[sinks]]`: where rollups and events are forwarded. `type = "influxdb"` is the only kind.
+//! `[[sinks]]`: where rollups and events are forwarded: `influxdb` (rollups and events),
+//! `mqtt` and `webhook` (anomaly alerts).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +18,119 @@ pub struct SinkConfig {
 #[derive(Clone, Debug)]
 pub enum SinkKind {
     Influxdb(InfluxConfig),
+    /// Anomaly events published to an MQTT broker.
+    Mqtt(MqttAlertConfig),
+    /// Anomaly events POSTed as JSON.
+    Webhook(WebhookConfig),
+}
+
+impl SinkKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::Influxdb(_) => "influxdb",
+            SinkKind::Mqtt(_) => "mqtt",
+            SinkKind::Webhook(_) => "webhook",
+        }
+    }
+}
+
+/// `type = "mqtt"`: every anomaly event (raised and cleared) is published from the outbox,
+/// QoS 1; the sink's cursor advances only after the broker's PUBACK.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttAlertConfig {
+    pub connection: super::MqttConnection,
+    pub alert: MqttAlertFields,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttAlertFields {
+    /// Topic of each alert. Placeholders: `{gateway}`, `{sensor}`, `{field}`, `{rule}`,
+    /// `{severity}`, `{state}` (`raised` or `cleared`).
+    #[serde(default = "MqttAlertFields::default_topic")]
+    pub topic: String,
+    /// Also publish the current state of each (sensor, field, rule) retained on
+    /// `<state_topic>`, so a dashboard that connects later sees what is active now.
+    #[serde(default)]
+    pub retain_state: bool,
+    /// Topic of the retained state (same placeholders). Default: `topic` + `/state`.
+    #[serde(default)]
+    pub state_topic: Option<String>,
+    /// QoS of the publications: 1 (default) or 0 (then the cursor advances once written).
+    #[serde(default = "MqttAlertFields::default_qos")]
+    pub qos: u8,
+}
+
+impl MqttAlertFields {
+    fn default_topic() -> String {
+        "edgewatch/{gateway}/alerts/{sensor}/{field}/{rule}".into()
+    }
+    fn default_qos() -> u8 {
+        1
+    }
+}
+
+/// `type = "webhook"`: every anomaly event is POSTed as a JSON object; the cursor advances
+/// only after a 2xx answer. 4xx other than 408/429 are logged and the event is dead-lettered.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "WebhookConfig::default_timeout_secs")]
+    pub request_timeout_secs: u64,
+    #[serde(default = "WebhookConfig::default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "WebhookConfig::default_retry_max_secs")]
+    pub retry_max_secs: u64,
+}
+
+impl WebhookConfig {
+    fn default_timeout_secs() -> u64 {
+        10
+    }
+    fn default_retry_initial_ms() -> u64 {
+        500
+    }
+    fn default_retry_max_secs() -> u64 {
+        60
+    }
+    pub fn token(&self) -> Result<Secret, String> {
+        resolve_secret(&self.token, &self.token_file, &self.token_env, "token")
+    }
+}
+
+/// A secret given inline, in a file (trailing newline removed) or in an environment variable;
+/// empty when none is set.
+pub fn resolve_secret(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+    what: &str,
+) -> Result<Secret, String> {
+    if let Some(s) = inline {
+        return Ok(Secret(s.clone()));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
+        return Ok(Secret(text.trim_end_matches(['\n', '\r']).to_string()));
+    }
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(Secret)
+            .map_err(|_| format!("the environment variable {var} (the {what}) is not set"));
+    }
+    Ok(Secret::default())
 }
 
 /// Which InfluxDB write API to use.
@@ -169,19 +283,6 @@ impl InfluxConfig {
             ),
             InfluxApi::V2 => (&self.token, &self.token_file, &self.token_env, "token"),
         };
-        if let Some(s) = inline {
-            return Ok(Secret(s.clone()));
-        }
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
-            return Ok(Secret(text.trim_end_matches(['\n', '\r']).to_string()));
-        }
-        if let Some(var) = env {
-            return std::env::var(var)
-                .map(Secret)
-                .map_err(|_| format!("the environment variable {var} (the {what}) is not set"));
-        }
-        Ok(Secret::default())
+        resolve_secret(inline, file, env, what)
     }
 }

@@ -45,7 +45,9 @@ fn defaults_fill_everything_but_the_gateway_id_and_a_source() {
     assert_eq!(c.web.listen, "127.0.0.1:8080");
     assert_eq!(c.store.commit_interval_ms, 200);
     assert_eq!(c.pipeline.window_secs, 60);
-    let SourceKind::Sim(sim) = &c.sources[0].kind;
+    let SourceKind::Sim(sim) = &c.sources[0].kind else {
+        panic!("expected a sim source")
+    };
     assert_eq!((sim.sensors, sim.interval_ms, sim.seed), (50, 1000, 42));
 }
 

@@ -136,7 +136,20 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                     ));
                 }
             }
+            SourceKind::Mqtt(m) => super::validate_io::mqtt_source(&path, m, &mut p),
+            SourceKind::Http(h) => super::validate_io::http_source(&path, h, &mut p),
         }
+    }
+    let http_sources = c
+        .sources
+        .iter()
+        .filter(|s| matches!(s.kind, SourceKind::Http(_)))
+        .count();
+    if http_sources > 1 {
+        p.push(Problem::new(
+            "sources",
+            "at most one source of type \"http\" (it serves POST /api/v1/ingest)",
+        ));
     }
 
     let mut rule_names = BTreeSet::new();
@@ -256,7 +269,17 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
                 format!("duplicate sink name `{}`", sink.name),
             ));
         }
-        let SinkKind::Influxdb(x) = &sink.kind;
+        let x = match &sink.kind {
+            SinkKind::Influxdb(x) => x,
+            SinkKind::Mqtt(m) => {
+                super::validate_io::mqtt_sink(&path, m, &mut p);
+                continue;
+            }
+            SinkKind::Webhook(w) => {
+                super::validate_io::webhook_sink(&path, w, &mut p);
+                continue;
+            }
+        };
         let mut problem = |key: &str, reason: String| {
             p.push(Problem::new(format!("{path}.{key}"), reason));
         };

@@ -326,7 +326,9 @@ mod tests {
             "[gateway]\nid='g'\n[[sources]]\ntype='sim'\nname='s'\n[[sinks]]\ntype='influxdb'\nname='hq'\nurl='http://127.0.0.1:1/base/'\ndatabase='plant'\nretention_policy='week'\nprecision='us'\n",
         )
         .unwrap();
-        let crate::config::SinkKind::Influxdb(c) = &v1.sinks[0].kind;
+        let crate::config::SinkKind::Influxdb(c) = &v1.sinks[0].kind else {
+            unreachable!()
+        };
         let e = Endpoint::new(c, &Secret::default()).unwrap();
         assert_eq!(
             e.write_url.as_str(),
@@ -336,7 +338,9 @@ mod tests {
             "[gateway]\nid='g'\n[[sources]]\ntype='sim'\nname='s'\n[[sinks]]\ntype='influxdb'\nname='hq'\nurl='http://127.0.0.1:1'\napi='v2'\norg='acme'\nbucket='plant'\ntoken='t'\n",
         )
         .unwrap();
-        let crate::config::SinkKind::Influxdb(c) = &v2.sinks[0].kind;
+        let crate::config::SinkKind::Influxdb(c) = &v2.sinks[0].kind else {
+            unreachable!()
+        };
         let e = Endpoint::new(c, &c.secret().unwrap()).unwrap();
         assert_eq!(
             e.write_url.as_str(),

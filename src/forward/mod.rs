@@ -41,7 +41,13 @@ pub fn start(
 ) -> anyhow::Result<()> {
     let mut names = Vec::new();
     for sink in &config.sinks {
-        let SinkKind::Influxdb(influx) = &sink.kind;
+        let SinkKind::Influxdb(influx) = &sink.kind else {
+            anyhow::bail!(
+                "sink {}: type {} is not wired yet",
+                sink.name,
+                sink.kind.type_name()
+            );
+        };
         let secret = influx
             .secret()
             .map_err(anyhow::Error::msg)

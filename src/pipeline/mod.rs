@@ -156,10 +156,16 @@ impl Pipeline {
 
     /// Processes one batch that arrived at gateway time `now`.
     pub fn ingest(&mut self, batch: Batch, now: TimeNs) {
+        let Batch {
+            source,
+            readings,
+            commit,
+            redelivered: _,
+        } = batch;
         let latest_trusted = now.saturating_add(self.settings.max_future_ns);
-        for mut r in batch.readings {
+        for mut r in readings {
             self.counters.readings += 1;
-            let i = self.series_index(&r.series, &batch.source);
+            let i = self.series_index(&r.series, &source);
             if !(EARLIEST_TRUSTED..=latest_trusted).contains(&r.time) {
                 r.quality.insert(Quality::TIME_SUSPECT);
                 self.counters.time_suspect += 1;
@@ -174,6 +180,8 @@ impl Pipeline {
                 self.out.raw.push(r);
             }
         }
+        // After the raw readings: the writer releases the mark with the commit holding them.
+        self.out.acks.extend(commit);
         self.close_windows();
     }
 

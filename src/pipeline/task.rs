@@ -15,7 +15,7 @@ use super::Pipeline;
 use crate::live::{LiveSnapshot, PipelineCounters};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::model::{Batch, now_ns};
-use crate::store::WriteBatch;
+use crate::store::{Store, WriteBatch};
 
 /// At most this many queued batches are processed before the output goes to the store, so
 /// that output stays bounded and the writer sees data promptly under load.
@@ -28,6 +28,8 @@ pub struct PipelineTask {
     pub live: watch::Sender<Arc<LiveSnapshot>>,
     pub metrics: Arc<Metrics>,
     pub snapshot_interval: Duration,
+    /// Where redelivered batches are checked for readings already stored (None: no check).
+    pub dedup: Option<Store>,
 }
 
 impl PipelineTask {
@@ -39,7 +41,20 @@ impl PipelineTask {
             live,
             metrics,
             snapshot_interval,
+            dedup,
         } = self;
+        let dedup = |mut batch: Batch| -> Batch {
+            if let (true, Some(store)) = (batch.redelivered, &dedup) {
+                match store.retain_unstored(&mut batch.readings) {
+                    Ok(n) => metrics.duplicates_dropped.inc_by(n as u64),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "could not check redelivered readings against the store; keeping them"
+                    ),
+                }
+            }
+            batch
+        };
         let mut published = PipelineCounters::default();
         let mut tick = tokio::time::interval(snapshot_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -48,10 +63,10 @@ impl PipelineTask {
                 batch = input.recv() => {
                     let Some(batch) = batch else { break };
                     let now = now_ns();
-                    pipeline.ingest(batch, now);
+                    pipeline.ingest(dedup(batch), now);
                     for _ in 1..MAX_BATCHES_PER_ROUND {
                         match input.try_recv() {
-                            Ok(batch) => pipeline.ingest(batch, now),
+                            Ok(batch) => pipeline.ingest(dedup(batch), now),
                             Err(_) => break,
                         }
                     }

@@ -46,9 +46,9 @@ fn pipeline(rules: &[RuleConfig]) -> Pipeline {
 }
 
 fn batch(readings: &[(&str, i64, f64)]) -> Batch {
-    Batch {
-        source: "test".into(),
-        readings: readings
+    Batch::new(
+        "test".into(),
+        readings
             .iter()
             .map(|&(sensor, t, value)| Reading {
                 series: SeriesKey::new(sensor, "temperature"),
@@ -57,7 +57,7 @@ fn batch(readings: &[(&str, i64, f64)]) -> Batch {
                 quality: Quality::GOOD,
             })
             .collect(),
-    }
+    )
 }
 
 #[test]

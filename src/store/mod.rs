@@ -24,6 +24,7 @@
 //! - No transaction lives across an `.await`; all of this is blocking code.
 
 mod commit;
+mod dedup;
 mod retention;
 mod sinks;
 mod tables;
@@ -70,6 +71,8 @@ pub struct WriteBatch {
     pub rollups: Vec<Rollup>,
     /// Anomaly events, upserted by id and queued in the outbox.
     pub events: Vec<AnomalyEvent>,
+    /// Released once this batch is durably committed (not written to the store).
+    pub acks: Vec<crate::ack::CommitMark>,
 }
 
 impl WriteBatch {
@@ -77,8 +80,14 @@ impl WriteBatch {
         self.new_series.len() + self.raw.len() + self.rollups.len() + self.events.len()
     }
 
+    /// Records to write (readings, rollups, events, new series); marks do not count.
+    pub fn records(&self) -> usize {
+        self.len()
+    }
+
+    /// Nothing to write and nobody waiting for the commit.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == 0 && self.acks.is_empty()
     }
 
     /// Appends another batch (the writer coalesces many pipeline outputs into one commit).
@@ -87,6 +96,14 @@ impl WriteBatch {
         self.raw.append(&mut other.raw);
         self.rollups.append(&mut other.rollups);
         self.events.append(&mut other.events);
+        self.acks.append(&mut other.acks);
+    }
+
+    /// Tells every source waiting for this batch that it is committed.
+    pub fn release_acks(&mut self) {
+        for mark in self.acks.drain(..) {
+            mark.release();
+        }
     }
 }
 

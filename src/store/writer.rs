@@ -134,6 +134,12 @@ struct Committed {
 
 /// Commits `batch`, retrying until it succeeds.
 async fn commit<T: Target>(target: &T, mut batch: WriteBatch, metrics: &Metrics, backoff: Backoff) {
+    if batch.records() == 0 {
+        // Only marks (every reading of those batches was a duplicate or bad): everything
+        // before them is committed already.
+        batch.release_acks();
+        return;
+    }
     let mut delay = backoff.initial;
     loop {
         let t = target.clone();
@@ -149,7 +155,8 @@ async fn commit<T: Target>(target: &T, mut batch: WriteBatch, metrics: &Metrics,
         })
         .await;
         match joined {
-            Ok((_, Ok(committed))) => {
+            Ok((mut done, Ok(committed))) => {
+                done.release_acks();
                 record_commit(metrics, &committed);
                 return;
             }

@@ -107,10 +107,7 @@ pub async fn run(
 
         let tick = generator.tick();
         let count = tick.readings.len() as u64;
-        let batch = Batch {
-            source: name.clone(),
-            readings: tick.readings,
-        };
+        let batch = Batch::new(name.clone(), tick.readings);
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Stop::Shutdown,
