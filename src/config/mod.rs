@@ -82,6 +82,10 @@ pub struct StoreConfig {
     pub commit_interval_ms: u64,
     /// Commit earlier once this many records (readings, rollups, events) are pending.
     pub commit_max_records: usize,
+    /// When a source waits for the commit to acknowledge upstream (MQTT QoS 1), commit at
+    /// most this long after the first such batch arrived. A broker lets only a limited number
+    /// of messages wait for their acknowledgement, so this bounds QoS 1 throughput.
+    pub ack_commit_interval_ms: u64,
     /// How often retention (age and byte budget) runs.
     pub retention_interval_secs: u64,
 }
@@ -97,6 +101,7 @@ impl Default for StoreConfig {
             event_retention_secs: 90 * 86_400,
             commit_interval_ms: 200,
             commit_max_records: 20_000,
+            ack_commit_interval_ms: 25,
             retention_interval_secs: 60,
         }
     }

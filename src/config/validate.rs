@@ -23,6 +23,11 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
     );
     positive_into(
         &mut p,
+        "store.ack_commit_interval_ms",
+        c.store.ack_commit_interval_ms as f64,
+    );
+    positive_into(
+        &mut p,
         "store.commit_max_records",
         c.store.commit_max_records as f64,
     );

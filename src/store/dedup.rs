@@ -43,3 +43,37 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::NS_PER_SEC;
+    use crate::store::tests::{reading, test_config};
+    use crate::store::{Store, WriteBatch};
+
+    #[test]
+    fn readings_already_stored_raw_are_removed_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&test_config(dir.path())).unwrap();
+        let t0 = crate::model::now_ns();
+        let stored: Vec<_> = (0..3)
+            .map(|i| reading("p-1", "temperature", t0 + i * NS_PER_SEC, i as f64))
+            .collect();
+        store
+            .write(&WriteBatch {
+                new_series: vec![(stored[0].series.clone(), "mqtt".into())],
+                raw: stored.clone(),
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        let mut incoming = vec![
+            stored[1].clone(),
+            reading("p-1", "temperature", t0 + 10 * NS_PER_SEC, 9.0),
+            reading("p-2", "temperature", t0, 1.0),
+            stored[2].clone(),
+        ];
+        assert_eq!(store.retain_unstored(&mut incoming).unwrap(), 2);
+        assert_eq!(incoming.len(), 2);
+        assert_eq!(incoming[0].time, t0 + 10 * NS_PER_SEC);
+        assert_eq!(&*incoming[1].series.sensor, "p-2");
+    }
+}

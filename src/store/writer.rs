@@ -5,6 +5,8 @@
 //! - A commit happens at the latest `commit_interval_ms` after the first record it holds was
 //!   received, earlier once `commit_max_records` are pending, and once more when the channel
 //!   closes. So a power cut loses at most about `commit_interval_ms` of accepted data.
+//! - A batch that a source waits for (it carries commit marks) is committed at the latest
+//!   `ack_commit_interval_ms` after it was received, so upstream acknowledgements flow.
 //! - A failed commit never drops its batch: it is logged at ERROR, counted in `store_errors`,
 //!   and retried with exponential backoff (capped at 5 s) until it succeeds. Meanwhile the
 //!   channel is not read, so the pipeline waits (backpressure) instead of losing data.
@@ -85,6 +87,7 @@ pub(super) async fn run<T: Target>(
     backoff: Backoff,
 ) {
     let interval = Duration::from_millis(config.commit_interval_ms.max(1));
+    let ack_interval = Duration::from_millis(config.ack_commit_interval_ms.max(1)).min(interval);
     let max_records = config.commit_max_records.max(1);
     let retention_every = Duration::from_secs(config.retention_interval_secs.max(1));
     // Retention runs once at start, so that a store that was off for a while is trimmed
@@ -99,7 +102,12 @@ pub(super) async fn run<T: Target>(
                 if batch.is_empty() {
                     continue;
                 }
-                let due = *deadline.get_or_insert_with(|| Instant::now() + interval);
+                let now = Instant::now();
+                let mut due = *deadline.get_or_insert(now + interval);
+                if !batch.acks.is_empty() && now + ack_interval < due {
+                    due = now + ack_interval;
+                    deadline = Some(due);
+                }
                 pending.append(batch);
                 // Checked here too: under a steady stream `recv` is always ready and could
                 // otherwise keep winning over the deadline.
@@ -430,5 +438,79 @@ mod tests {
         assert_eq!(flaky.failures.load(Ordering::SeqCst), 0);
         assert_eq!(metrics.store_errors.get(), 3);
         assert_eq!(metrics.store_commits.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn marks_are_released_only_after_the_commit_that_holds_their_readings() {
+        let (_dir, store, config) = setup(10, 1_000_000);
+        let metrics = Arc::new(Metrics::new());
+        let flaky = Flaky {
+            store: store.clone(),
+            failures: Arc::new(AtomicU32::new(2)),
+        };
+        let backoff = Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(20),
+        };
+        let mut tracker = crate::ack::CommitTracker::default();
+        let mut committed = tracker.subscribe();
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(run(flaky.clone(), rx, config, metrics.clone(), backoff));
+        let mut batch = batch_of(30, 0);
+        batch.acks.push(tracker.mark());
+        tx.send(batch).await.unwrap();
+        // Every time the committed sequence moves, the readings must already be stored.
+        tokio::time::timeout(Duration::from_secs(5), committed.wait_for(|c| *c >= 1))
+            .await
+            .expect("the mark is released")
+            .unwrap();
+        assert_eq!(
+            stored(&store),
+            30,
+            "released before its readings were durable"
+        );
+        assert_eq!(
+            metrics.store_errors.get(),
+            2,
+            "both failed commits held the mark"
+        );
+        // A batch of marks only (its readings were all duplicates) is released too.
+        let only_marks = WriteBatch {
+            acks: vec![tracker.mark()],
+            ..WriteBatch::default()
+        };
+        tx.send(only_marks).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), committed.wait_for(|c| *c >= 2))
+            .await
+            .expect("a batch of marks only is released")
+            .unwrap();
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_marks_is_committed_within_the_ack_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            commit_interval_ms: 3_600_000,
+            ack_commit_interval_ms: 20,
+            commit_max_records: 1_000_000,
+            retention_interval_secs: 3_600,
+            ..test_config(dir.path())
+        };
+        let store = Store::open(&config).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(run_writer(store.clone(), rx, config, metrics.clone()));
+        tx.send(batch_of(10, 0)).await.unwrap();
+        let mut tracker = crate::ack::CommitTracker::default();
+        let mut batch = batch_of(5, 10);
+        batch.acks.push(tracker.mark());
+        tx.send(batch).await.unwrap();
+        // Without the mark, these would wait an hour for the commit interval.
+        assert!(stored_within(&store, 15, Duration::from_secs(5)).await);
+        assert_eq!(tracker.committed(), 1);
+        drop(tx);
+        task.await.unwrap();
     }
 }
