@@ -63,14 +63,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("cannot listen on {listen} (web.listen)"))?;
     let web_addr = listener.local_addr()?;
     let store_config = config.store.clone();
-    let (store, next_event_id, active) = tokio::task::spawn_blocking(move || {
+    let (store, next_event_id, active, open_windows) = tokio::task::spawn_blocking(move || {
         let store = Store::open(&store_config)?;
         let next = store.next_event_id()?;
         let active = store.events(&EventFilter {
             active: Some(true),
             ..EventFilter::default()
         })?;
-        anyhow::Ok((store, next, active))
+        let open_windows = store.open_windows()?;
+        anyhow::Ok((store, next, active, open_windows))
     })
     .await
     .context("store task panicked")?
@@ -79,18 +80,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         path = %config.store.path.display(),
         next_event_id,
         active_events = active.len(),
+        restored_windows = open_windows.len(),
         "store open"
     );
 
     let metrics = Arc::new(Metrics::new());
     let rules = RuleSet::compile(&config.rules).context("rules")?;
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         Settings::from_config(&config),
         rules,
         next_event_id,
         active,
         now_ns(),
     );
+    // Windows that were open when the previous run stopped without flushing (a crash).
+    pipeline.restore_windows(open_windows);
 
     let (store_tx, store_rx) = mpsc::channel::<WriteBatch>(STORE_CHANNEL_CAPACITY);
     let writer = tokio::spawn(run_writer(

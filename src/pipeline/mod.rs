@@ -227,6 +227,9 @@ impl Pipeline {
     fn emit_closed(&mut self) {
         for (i, start, stats) in self.closed.drain(..) {
             self.counters.rollups += 1;
+            self.out
+                .closed_windows
+                .push((self.series[i].key.clone(), start));
             self.out.rollups.push(Rollup {
                 series: self.series[i].key.clone(),
                 start,
@@ -255,9 +258,35 @@ impl Pipeline {
         self.emit_closed();
     }
 
-    /// Takes the output accumulated since the last call.
+    /// Takes the output accumulated since the last call, with the checkpoints of the windows
+    /// that changed and are still open.
     pub fn take_output(&mut self) -> WriteBatch {
+        self.windows.take_changed(&mut self.closed);
+        for (i, start, stats) in self.closed.drain(..) {
+            self.out.open_windows.push(Rollup {
+                series: self.series[i].key.clone(),
+                start,
+                length_ns: self.windows.length(),
+                stats,
+            });
+        }
         std::mem::take(&mut self.out)
+    }
+
+    /// Puts back the open windows checkpointed by the previous run (start-up after a crash).
+    /// A checkpoint made with another window length cannot be continued: it is emitted as the
+    /// partial rollup a clean shutdown would have written.
+    pub fn restore_windows(&mut self, windows: Vec<(Rollup, Arc<str>)>) {
+        for (w, source) in windows {
+            let i = self.series_index(&w.series, &source);
+            if w.length_ns == self.windows.length() {
+                self.windows.restore(i, w.start, w.stats);
+            } else {
+                self.counters.rollups += 1;
+                self.out.closed_windows.push((w.series.clone(), w.start));
+                self.out.rollups.push(w);
+            }
+        }
     }
 
     /// The live view at gateway time `now`.

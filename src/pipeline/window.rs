@@ -7,6 +7,11 @@
 //! Every window boundary is shared by all series, so the open windows are indexed by start
 //! and closing them costs nothing per series that has nothing to close.
 //!
+//! Open windows are checkpointed: every window changed since the last checkpoint is handed
+//! out by [`Windows::take_changed`] so that the store can keep it beside the raw readings it
+//! holds, in the same commit. After a crash the windows are [`Windows::restore`]d and nothing
+//! accepted is missing from the rollups they later become.
+//!
 //! Sans-IO: no clock, no I/O; series are plain indices handed out by the caller.
 
 use std::collections::BTreeMap;
@@ -29,9 +34,19 @@ pub struct Windows {
     lateness: i64,
     max_event: Option<TimeNs>,
     /// Open windows per series index, oldest first (rarely more than two).
-    per_series: Vec<Vec<(TimeNs, Stats)>>,
+    per_series: Vec<Vec<OpenWindow>>,
     /// Window start → series indices with an open window there, in opening order.
     by_start: BTreeMap<TimeNs, Vec<usize>>,
+    /// Open windows changed since the last [`Windows::take_changed`].
+    changed: Vec<(usize, TimeNs)>,
+}
+
+#[derive(Debug)]
+struct OpenWindow {
+    start: TimeNs,
+    stats: Stats,
+    /// Listed in `changed` already.
+    changed: bool,
 }
 
 impl Windows {
@@ -43,6 +58,7 @@ impl Windows {
             max_event: None,
             per_series: Vec::new(),
             by_start: BTreeMap::new(),
+            changed: Vec::new(),
         }
     }
 
@@ -77,15 +93,66 @@ impl Windows {
         }
         self.max_event = Some(self.max_event.map_or(t, |m| m.max(t)));
         let open = &mut self.per_series[index];
-        match open.iter_mut().find(|(s, _)| *s == start) {
-            Some((_, stats)) => stats.push(t, value, quality),
+        match open.iter_mut().find(|w| w.start == start) {
+            Some(w) => {
+                w.stats.push(t, value, quality);
+                if !w.changed {
+                    w.changed = true;
+                    self.changed.push((index, start));
+                }
+            }
             None => {
-                let pos = open.partition_point(|(s, _)| *s < start);
-                open.insert(pos, (start, Stats::of(t, value, quality)));
+                let pos = open.partition_point(|w| w.start < start);
+                open.insert(
+                    pos,
+                    OpenWindow {
+                        start,
+                        stats: Stats::of(t, value, quality),
+                        changed: true,
+                    },
+                );
+                self.changed.push((index, start));
                 self.by_start.entry(start).or_default().push(index);
             }
         }
         Placement::Open
+    }
+
+    /// Puts back an open window from a checkpoint (start-up after a crash). The newest
+    /// reading it holds advances the watermark as it did when it arrived. Merges with a
+    /// window already open at the same start.
+    pub fn restore(&mut self, index: usize, start: TimeNs, stats: Stats) {
+        self.ensure_series(index);
+        let newest = stats.last_time.max(stats.first_time);
+        self.max_event = Some(self.max_event.map_or(newest, |m| m.max(newest)));
+        let open = &mut self.per_series[index];
+        match open.iter_mut().find(|w| w.start == start) {
+            Some(w) => w.stats.merge(&stats),
+            None => {
+                let pos = open.partition_point(|w| w.start < start);
+                open.insert(
+                    pos,
+                    OpenWindow {
+                        start,
+                        stats,
+                        changed: false,
+                    },
+                );
+                self.by_start.entry(start).or_default().push(index);
+            }
+        }
+    }
+
+    /// Appends to `out` the windows still open that changed since the last call, with their
+    /// current statistics, and forgets the changes.
+    pub fn take_changed(&mut self, out: &mut Vec<(usize, TimeNs, Stats)>) {
+        for (index, start) in self.changed.drain(..) {
+            let open = &mut self.per_series[index];
+            if let Some(w) = open.iter_mut().find(|w| w.start == start) {
+                w.changed = false;
+                out.push((index, start, w.stats));
+            }
+        }
     }
 
     /// Moves every window whose end the watermark has reached into `out` as
@@ -117,9 +184,9 @@ impl Windows {
         let indices = self.by_start.remove(&start).unwrap_or_default();
         for index in indices {
             let open = &mut self.per_series[index];
-            if let Some(pos) = open.iter().position(|(s, _)| *s == start) {
-                let (_, stats) = open.remove(pos);
-                out.push((index, start, stats));
+            if let Some(pos) = open.iter().position(|w| w.start == start) {
+                let w = open.remove(pos);
+                out.push((index, start, w.stats));
             }
         }
     }
@@ -215,6 +282,50 @@ mod tests {
             w.insert(1, 100 * S, 1.0, Quality::GOOD),
             Placement::Late { start: 60 * S }
         );
+    }
+
+    #[test]
+    fn changed_windows_are_handed_out_once_and_closed_ones_never() {
+        let mut w = windows();
+        w.insert(0, 5 * S, 1.0, Quality::GOOD);
+        w.insert(0, 6 * S, 2.0, Quality::GOOD);
+        w.insert(1, 7 * S, 3.0, Quality::GOOD);
+        let mut out = Vec::new();
+        w.take_changed(&mut out);
+        let got: Vec<_> = out.iter().map(|(i, s, st)| (*i, *s, st.count)).collect();
+        assert_eq!(got, vec![(0, 0, 2), (1, 0, 1)]);
+        out.clear();
+        w.take_changed(&mut out);
+        assert!(out.is_empty(), "nothing changed since");
+        w.insert(0, 8 * S, 4.0, Quality::GOOD);
+        w.insert(1, 100 * S, 5.0, Quality::GOOD);
+        assert_eq!(closed(&mut w).len(), 2, "both windows at 0 s closed");
+        w.take_changed(&mut out);
+        let got: Vec<_> = out.iter().map(|(i, s, st)| (*i, *s, st.count)).collect();
+        assert_eq!(got, vec![(1, 60 * S, 1)], "only the window still open");
+    }
+
+    #[test]
+    fn restored_windows_close_and_carry_on_as_before_the_crash() {
+        let mut before = windows();
+        let mut after = windows();
+        for t in [5, 20, 62] {
+            before.insert(0, t * S, t as f64, Quality::GOOD);
+        }
+        let mut checkpoint = Vec::new();
+        before.take_changed(&mut checkpoint);
+        for (i, start, stats) in checkpoint {
+            after.restore(i, start, stats);
+        }
+        assert_eq!(after.watermark(), before.watermark());
+        for w in [&mut before, &mut after] {
+            w.insert(0, 65 * S, 65.0, Quality::GOOD);
+            w.insert(0, 200 * S, 1.0, Quality::GOOD);
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        before.drain_all(&mut a);
+        after.drain_all(&mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

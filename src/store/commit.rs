@@ -45,6 +45,7 @@ pub(super) fn write(inner: &Inner, batch: &WriteBatch) -> Result<CommitReport, S
         let mut outbox = Vec::with_capacity(batch.rollups.len() + batch.events.len());
         write_rollups(&txn, &mut series, batch, &mut report, &mut outbox)?;
         write_events(&txn, batch, &mut report, &mut outbox)?;
+        super::open_windows::write(&txn, &mut series, batch)?;
         report.outbox_appended = append_outbox(&txn, &outbox)?;
         series.added
     };
@@ -280,7 +281,7 @@ fn append_outbox(txn: &WriteTransaction, entries: &[OutboxEntry]) -> Result<u64,
 }
 
 /// Resolves series keys to ids inside one write transaction, registering unknown series.
-struct Resolver<'txn, 'c> {
+pub(super) struct Resolver<'txn, 'c> {
     cache: &'c SeriesCache,
     series: Table<'txn, (&'static str, &'static str), u32>,
     by_id: Table<'txn, u32, (&'static str, &'static str, &'static str)>,
@@ -321,7 +322,7 @@ impl<'txn, 'c> Resolver<'txn, 'c> {
     }
 
     /// The id and source of a series, registering it with source "" if it is unknown.
-    fn resolve(&mut self, key: &SeriesKey) -> Result<SeriesInfo, StoreError> {
+    pub(super) fn resolve(&mut self, key: &SeriesKey) -> Result<SeriesInfo, StoreError> {
         self.resolve_with(key, &Arc::from(""))
     }
 

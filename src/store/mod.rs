@@ -25,6 +25,7 @@
 
 mod commit;
 mod dedup;
+mod open_windows;
 mod retention;
 mod sinks;
 mod tables;
@@ -71,13 +72,22 @@ pub struct WriteBatch {
     pub rollups: Vec<Rollup>,
     /// Anomaly events, upserted by id and queued in the outbox.
     pub events: Vec<AnomalyEvent>,
+    /// Checkpoints of windows still open in the pipeline (upserted), restored after a crash.
+    pub open_windows: Vec<Rollup>,
+    /// Windows that became rollups in this batch: their checkpoints are deleted.
+    pub closed_windows: Vec<(SeriesKey, TimeNs)>,
     /// Released once this batch is durably committed (not written to the store).
     pub acks: Vec<crate::ack::CommitMark>,
 }
 
 impl WriteBatch {
     pub fn len(&self) -> usize {
-        self.new_series.len() + self.raw.len() + self.rollups.len() + self.events.len()
+        self.new_series.len()
+            + self.raw.len()
+            + self.rollups.len()
+            + self.events.len()
+            + self.open_windows.len()
+            + self.closed_windows.len()
     }
 
     /// Records to write (readings, rollups, events, new series); marks do not count.
@@ -96,6 +106,8 @@ impl WriteBatch {
         self.raw.append(&mut other.raw);
         self.rollups.append(&mut other.rollups);
         self.events.append(&mut other.events);
+        self.open_windows.append(&mut other.open_windows);
+        self.closed_windows.append(&mut other.closed_windows);
         self.acks.append(&mut other.acks);
     }
 
@@ -318,6 +330,7 @@ impl Store {
             txn.open_table(OUTBOX)?;
             txn.open_table(OUTBOX_BY_TIME)?;
             txn.open_table(CURSORS)?;
+            txn.open_table(tables::OPEN_WINDOWS)?;
             sinks::create_tables(&txn)?;
         }
         txn.commit()?;

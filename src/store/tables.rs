@@ -42,6 +42,11 @@ pub(super) const RAW_RECENT: TableDefinition<TimeSeries, RawValue> =
     TableDefinition::new("raw_recent");
 /// (series id, window start) → [`encode_rollup`] record.
 pub(super) const ROLLUPS: TableDefinition<SeriesTime, &[u8]> = TableDefinition::new("rollups");
+/// (series id, window start) → [`encode_rollup`] record of a window still open in the
+/// pipeline: its checkpoint, rewritten in the commit that holds its newest raw readings and
+/// deleted in the commit that holds the rollup it became. Restored after a crash.
+pub(super) const OPEN_WINDOWS: TableDefinition<SeriesTime, &[u8]> =
+    TableDefinition::new("open_windows");
 /// event id → serde_json of [`AnomalyEvent`] (latest state of the episode).
 pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// outbox sequence → serde_json of [`OutboxEntry`].

@@ -376,7 +376,7 @@ fn reopening_keeps_everything_and_the_outbox_sequence_continues() {
                 ],
                 rollups: vec![r.clone()],
                 events: vec![event(7, "press-1", T0, None)],
-                acks: Vec::new(),
+                ..WriteBatch::default()
             })
             .unwrap();
     }
