@@ -38,7 +38,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, QoS, TlsConfiguration, Transport,
+    Packet, QoS, StateError, TlsConfiguration, Transport,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -70,7 +70,7 @@ pub enum Target {
     /// Publish reference sensor readings to an MQTT broker at a given rate, then print one
     /// summary line.
     #[command(long_about = MQTT_ABOUT)]
-    Mqtt(MqttArgs),
+    Mqtt(Box<MqttArgs>),
 }
 
 const MQTT_ABOUT: &str = "\
@@ -172,7 +172,7 @@ fn non_negative(s: &str) -> Result<f64, String> {
 fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         // Below a microsecond a duration is 0.
-        Ok(x) if x.is_finite() && x >= 1e-6 && x < 1e9 => Ok(x),
+        Ok(x) if (1e-6..1e9).contains(&x) => Ok(x),
         _ => Err(format!("{s:?} is not a positive number of seconds")),
     }
 }
@@ -398,7 +398,11 @@ pub async fn run(args: &MqttArgs) -> Result<Summary, SimulateError> {
         acked: (qos != QoS::AtMostOnce).then(|| progress.acked.load(Ordering::Acquire)),
         anomalies: publisher.anomalies,
         errors,
-        stop: if lost.is_cancelled() { Stop::Error } else { stop },
+        stop: if lost.is_cancelled() {
+            Stop::Error
+        } else {
+            stop
+        },
     };
     if summary.stop == Stop::Duration {
         eprintln!(
@@ -508,34 +512,56 @@ async fn connect(eventloop: &mut EventLoop, args: &MqttArgs) -> Result<(), Simul
 
 /// The message for a failed connection attempt.
 fn connect_error(target: &str, args: &MqttArgs, e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            format!("cannot connect to {target}: connection refused")
-        }
-        ConnectionError::Io(io) if args.tls_ca.is_none() && is_eof(io) => format!(
-            "cannot connect to {target}: the broker closed the connection (does it expect TLS? \
-             then add --tls-ca)"
-        ),
-        ConnectionError::Io(io) => format!("cannot connect to {target}: {io}"),
-        ConnectionError::NetworkTimeout => format!(
+    if let ConnectionError::ConnectionRefused(code) = e {
+        let why = match code {
+            ConnectReturnCode::NotAuthorized => {
+                "not authorised (check --username and --password-env)"
+            }
+            ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+            ConnectReturnCode::BadClientId => "client id rejected (try another --client-id)",
+            ConnectReturnCode::ServiceUnavailable => "service unavailable",
+            ConnectReturnCode::RefusedProtocolVersion => "MQTT 3.1.1 not supported",
+            ConnectReturnCode::Success => "no reason given",
+        };
+        return format!("the broker at {target} refused the connection: {why}");
+    }
+    if let ConnectionError::Tls(tls) = e {
+        return format!("TLS handshake with {target} failed: {tls}");
+    }
+    if matches!(e, ConnectionError::NetworkTimeout) {
+        return format!(
             "cannot connect to {target}: no answer within {} s",
             args.connect_timeout_secs.max(1)
-        ),
-        ConnectionError::Tls(tls) => format!("TLS handshake with {target} failed: {tls}"),
-        ConnectionError::ConnectionRefused(code) => {
-            let why = match code {
-                ConnectReturnCode::NotAuthorized => {
-                    "not authorised (check --username and --password-env)"
-                }
-                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
-                ConnectReturnCode::BadClientId => "client id rejected (try another --client-id)",
-                ConnectReturnCode::ServiceUnavailable => "service unavailable",
-                ConnectReturnCode::RefusedProtocolVersion => "MQTT 3.1.1 not supported",
-                ConnectReturnCode::Success => "no reason given",
-            };
-            format!("the broker at {target} refused the connection: {why}")
+        );
+    }
+    // rumqttc reports what happens while it waits for the CONNACK (a TLS alert, a reset)
+    // wrapped in its state errors.
+    let io = match e {
+        ConnectionError::Io(io)
+        | ConnectionError::MqttState(StateError::Io(io))
+        | ConnectionError::MqttState(StateError::Deserialization(rumqttc::Error::Io(io))) => {
+            Some(io)
         }
-        other => format!("cannot connect to {target}: {other}"),
+        _ => None,
+    };
+    let Some(io) = io else {
+        return format!("cannot connect to {target}: {e}");
+    };
+    let text = io.to_string();
+    if io.kind() == std::io::ErrorKind::ConnectionRefused {
+        format!("cannot connect to {target}: connection refused")
+    } else if text.contains("CertificateRequired") {
+        format!(
+            "cannot connect to {target}: the broker requires a client certificate (add \
+             --tls-cert and --tls-key): {text}"
+        )
+    } else if args.tls_ca.is_none() && is_eof(io) {
+        format!(
+            "cannot connect to {target}: the broker closed the connection (does it expect \
+             TLS? then add --tls-ca): {text}"
+        )
+    } else {
+        format!("cannot connect to {target}: {text}")
     }
 }
 
@@ -688,8 +714,7 @@ impl Publisher {
                     .sensors
                     .reading(sensor, (now - start).as_secs_f64(), spike);
                 let payload = payload(sensor, time::OffsetDateTime::now_utc(), values);
-                let publish =
-                    client.publish(self.topics[sensor].clone(), self.qos, false, payload);
+                let publish = client.publish(self.topics[sensor].clone(), self.qos, false, payload);
                 // Publish first: it is ready at once unless the request queue is full (the
                 // broker is behind), and then the deadline and a lost connection end the wait.
                 tokio::select! {
@@ -836,7 +861,7 @@ mod tests {
         let mut argv = vec!["simulate", "mqtt"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| match cli.target {
-            Target::Mqtt(args) => args,
+            Target::Mqtt(args) => *args,
         })
     }
 

@@ -9,3 +9,4 @@
 pub mod daemon;
 pub mod influxd;
 pub mod mosquitto;
+pub mod mqtt;

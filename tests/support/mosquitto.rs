@@ -35,8 +35,13 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// How long a start may take to log `running` and listen. Mosquitto needs a few milliseconds on
 /// an idle machine; the margin covers a loaded CI machine running tests in parallel.
@@ -150,7 +155,11 @@ impl Mosquitto {
     /// The PEM file of the CA that signed the server (and client) certificates; tls and mtls
     /// modes only.
     pub fn ca_file(&self) -> PathBuf {
-        assert!(self.mode.is_tls(), "ca_file: the broker runs in {:?} mode", self.mode);
+        assert!(
+            self.mode.is_tls(),
+            "ca_file: the broker runs in {:?} mode",
+            self.mode
+        );
         self.dir.path().join("ca.crt")
     }
 
@@ -165,6 +174,51 @@ impl Mosquitto {
     pub fn client_key(&self) -> PathBuf {
         assert_eq!(self.mode, Mode::Mtls, "client_key: mtls mode only");
         self.dir.path().join("client.key")
+    }
+
+    /// rumqttc options for `client_id` with everything this broker's mode asks for: the
+    /// credentials in auth mode, TLS trusting [`Mosquitto::ca_file`] in tls mode, and the client
+    /// certificate too in mtls mode. Keep-alive 5 s; clean session (change it for persistent
+    /// sessions).
+    pub fn mqtt_options(&self, client_id: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, self.host(), self.port);
+        options.set_keep_alive(Duration::from_secs(5));
+        match self.mode {
+            Mode::Plain => {}
+            Mode::Auth => {
+                options.set_credentials(USER, PASSWORD);
+            }
+            Mode::Tls | Mode::Mtls => {
+                let config = self.tls_client_config(self.mode == Mode::Mtls);
+                options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(config))));
+            }
+        }
+        options
+    }
+
+    /// A rustls client config (ring) trusting [`Mosquitto::ca_file`], presenting
+    /// [`Mosquitto::client_cert`] when `client_cert` is set (mtls mode). Installs ring as the
+    /// process's default provider if none is.
+    pub fn tls_client_config(&self, client_cert: bool) -> rustls::ClientConfig {
+        // Fails only when a provider is already installed (another test did it): fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.ca_file()).expect("read ca.crt") {
+            roots.add(cert.expect("parse ca.crt")).expect("add the CA");
+        }
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        if client_cert {
+            let chain = CertificateDer::pem_file_iter(self.client_cert())
+                .expect("read client.crt")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("parse client.crt");
+            let key = PrivateKeyDer::from_pem_file(self.client_key()).expect("read client.key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client certificate and key match")
+        } else {
+            builder.with_no_client_auth()
+        }
     }
 
     /// True while the broker process runs (reaps it if it has exited).
@@ -318,11 +372,24 @@ impl Mosquitto {
                 .concat(),
             );
             self.openssl(&[
-                "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial",
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
                 // Distinct serials: a client must not see two certificates with the same
                 // issuer and serial.
                 if name == "server" { "2" } else { "3" },
-                "-out", &crt, "-days", "30", "-extfile", &ext,
+                "-out",
+                &crt,
+                "-days",
+                "30",
+                "-extfile",
+                &ext,
             ]);
             let _ = fs::remove_file(dir.join(&csr));
             let _ = fs::remove_file(dir.join(&ext));
@@ -332,7 +399,9 @@ impl Mosquitto {
     /// Runs `openssl ARGS` in the temp dir; panics with its output if it fails.
     fn openssl(&self, args: &[&str]) {
         self.run_tool(
-            Command::new("openssl").args(args).current_dir(self.dir.path()),
+            Command::new("openssl")
+                .args(args)
+                .current_dir(self.dir.path()),
             &format!("openssl {}", args.join(" ")),
         );
     }
@@ -576,9 +645,8 @@ impl Display for NotReady {
 /// `name` from the `PATH`, or from `/usr/sbin` (where Debian puts `mosquitto`) when the `PATH`
 /// lacks it, as a non-root user's often does.
 fn sibling_binary(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(name).is_file())
-    });
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
     let sbin = Path::new("/usr/sbin").join(name);
     if !on_path && sbin.is_file() {
         sbin
