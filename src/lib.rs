@@ -11,6 +11,7 @@ pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod simulate;
 pub mod source;
 pub mod store;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! The `edgewatch` binary: parse the command line, load and validate the config (exit 64 when
 //! it is bad), set up logging and signals, then hand over to `app::run` (or, for `export`, to
-//! `export::export`).
+//! `export::export`, for `simulate`, to `simulate::main`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use edgewatch::export::{self, ExportError, Format, What};
 use edgewatch::forward::points::PointTags;
 use edgewatch::model::{TimeNs, parse_time};
-use edgewatch::{app, config, telemetry};
+use edgewatch::{app, config, simulate, telemetry};
 
 /// Exit code for a bad configuration (EX_CONFIG would be 78; 64 is EX_USAGE, what installers'
 /// scripts check for).
@@ -63,6 +63,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = What::Rollups)]
         what: What,
     },
+    /// Generate load for commissioning and benchmarks: publish reference sensor readings to an
+    /// MQTT broker at a given rate.
+    Simulate {
+        #[command(subcommand)]
+        target: simulate::Target,
+    },
 }
 
 fn rfc3339(s: &str) -> Result<TimeNs, String> {
@@ -76,6 +82,9 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
+        Command::Simulate {
+            target: simulate::Target::Mqtt(args),
+        } => simulate::main(&args),
         Command::Validate { config } => match config::load(&config) {
             Ok(c) => {
                 println!(

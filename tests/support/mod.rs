@@ -8,3 +8,5 @@
 
 pub mod daemon;
 pub mod influxd;
+pub mod mosquitto;
+pub mod mqtt;
