@@ -1,111 +1,27 @@
 //! The webhook alert sink end to end: the daemon (`app::start`) on a simulated source with
-//! limit and stuck rules, and a real HTTP receiver written here (axum on 127.0.0.1:0) that
-//! records what it accepts and can be told to answer 503 or 400.
+//! limit and stuck rules, and a real HTTP receiver (`support::webhook`, axum on 127.0.0.1:0)
+//! that records what it accepts and can be told to answer 503 or 400.
 //!
 //! The expected alerts are the anomaly events in the store's outbox, in outbox order. A second
 //! sink (InfluxDB on a closed loopback port) never acknowledges anything, so the trimmer
 //! leaves the outbox whole for the test to read.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
 use edgewatch::app::{self, Running};
 use edgewatch::config::{self, Config};
 use edgewatch::model::{AnomalyEvent, NS_PER_SEC, format_time, now_ns};
 use edgewatch::store::OutboxEntry;
 use serde_json::{Value, json};
+use support::daemon::metric;
+use support::webhook::Receiver;
 use tokio_util::sync::CancellationToken;
 
 const WINDOW: i64 = 60 * NS_PER_SEC;
-
-/// What one accepted request carried.
-#[derive(Clone, Debug)]
-struct Received {
-    headers: HeaderMap,
-    body: Value,
-    at: i64,
-}
-
-#[derive(Default)]
-struct ReceiverState {
-    accepted: Mutex<Vec<Received>>,
-    attempts: AtomicU64,
-    /// Answer every request with this status instead of accepting it (0: accept).
-    failing: AtomicU16,
-    /// Answer the next request 400, once.
-    refuse_next: AtomicBool,
-    /// Accept at most this many, then answer 503.
-    accept_limit: AtomicU64,
-}
-
-/// The test's webhook receiver.
-struct Receiver {
-    url: String,
-    state: Arc<ReceiverState>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let state = Arc::new(ReceiverState {
-            accept_limit: AtomicU64::new(u64::MAX),
-            ..ReceiverState::default()
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks/alerts", listener.local_addr().unwrap());
-        let app = axum::Router::new()
-            .route("/hooks/alerts", axum::routing::post(receive))
-            .with_state(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { url, state }
-    }
-
-    fn accepted(&self) -> Vec<Received> {
-        self.state.accepted.lock().unwrap().clone()
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.accepted().into_iter().map(|r| r.body).collect()
-    }
-
-    fn attempts(&self) -> u64 {
-        self.state.attempts.load(Ordering::SeqCst)
-    }
-
-    fn fail_with(&self, status: u16) {
-        self.state.failing.store(status, Ordering::SeqCst);
-    }
-}
-
-async fn receive(
-    State(state): State<Arc<ReceiverState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> axum::response::Response {
-    state.attempts.fetch_add(1, Ordering::SeqCst);
-    let failing = state.failing.load(Ordering::SeqCst);
-    if failing != 0 {
-        let status = StatusCode::from_u16(failing).unwrap();
-        return (status, [("retry-after", "1")], "not now").into_response();
-    }
-    if state.refuse_next.swap(false, Ordering::SeqCst) {
-        return (StatusCode::BAD_REQUEST, "unknown sensor").into_response();
-    }
-    let mut accepted = state.accepted.lock().unwrap();
-    if accepted.len() as u64 >= state.accept_limit.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "full").into_response();
-    }
-    accepted.push(Received {
-        headers,
-        body: serde_json::from_slice(&body).expect("the alert is JSON"),
-        at: now_ns(),
-    });
-    StatusCode::NO_CONTENT.into_response()
-}
 
 fn config(store: &std::path::Path, start: i64, ticks: u64, webhook: &str) -> Config {
     let text = format!(
@@ -226,13 +142,6 @@ async fn metrics(running: &Running) -> String {
         .text()
         .await
         .unwrap()
-}
-
-fn metric(exposition: &str, name: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
-        rest.trim().parse().ok()
-    })
 }
 
 /// Polls `check` every 100 ms until it returns true, for at most `secs`.

@@ -8,3 +8,4 @@
 
 pub mod daemon;
 pub mod influxd;
+pub mod webhook;
