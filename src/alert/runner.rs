@@ -198,11 +198,15 @@ impl Ctx {
                 dropped = 0;
                 acked = seq;
                 if refused {
+                    // The target answered: the link is up, this one alert was not wanted.
                     dead.inc();
                     self.status.update(|s| {
+                        s.state = "up".into();
+                        s.next_attempt_at = None;
                         s.cursor = seq;
                         s.dead_letters += 1;
                     });
+                    self.metrics.sink_state.set(&self.name, "up");
                 } else {
                     sent.inc();
                     let was = self.status.get().state;
