@@ -19,8 +19,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, HttpIngestConfig, MappingConfig, PayloadFormat, SourceKind};
 use crate::forward::{self, status::SinkRegistry};
+use crate::ingest::Decoder;
+use crate::live::SourceHandle;
 use crate::live::{LiveSnapshot, SourceRegistry};
 use crate::metrics::Metrics;
 use crate::model::{Batch, now_ns};
@@ -28,6 +30,7 @@ use crate::pipeline::task::PipelineTask;
 use crate::pipeline::{Pipeline, RuleSet, Settings};
 use crate::source::sim;
 use crate::store::{EventFilter, Store, WriteBatch, run_writer};
+use crate::web::ingest::{IngestHandle, IngestSender, PIPELINE_WAIT};
 use crate::web::{self, WebState};
 
 /// Capacity of the channel from the pipeline to the store writer, in pipeline outputs. When
@@ -126,6 +129,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let registry = SourceRegistry::default();
     let sources = TaskTracker::new();
+    let mut ingest: Option<IngestHandle> = None;
     for source in &config.sources {
         let name: Arc<str> = source.name.as_str().into();
         let health = registry.register(&source.name, source.kind.type_name());
@@ -142,7 +146,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                     shutdown.clone(),
                 ));
             }
-            SourceKind::Mqtt(_) | SourceKind::Http(_) => {
+            SourceKind::Http(http) => {
+                ingest = Some(ingest_handle(&source.name, http, &batch_tx, health)?);
+            }
+            SourceKind::Mqtt(_) => {
                 anyhow::bail!(
                     "source {}: type {} is not wired yet",
                     source.name,
@@ -155,9 +162,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     sources.close();
     // The pipeline runs until shutdown even when every source has finished (a sim with a tick
     // limit): this sender is dropped only when shutdown begins.
+    // The same goes for the web's way in (`http` source), which must close for the pipeline's
+    // input to end.
+    let ingest_tx = ingest.as_ref().map(|i| (i.tx.clone(), i.health.clone()));
     sources.spawn(async move {
         shutdown.cancelled().await;
         drop(batch_tx);
+        if let Some((tx, health)) = ingest_tx {
+            tx.close();
+            health.update(|h| h.state = "stopped".into());
+        }
     });
 
     let web_stop = CancellationToken::new();
@@ -172,6 +186,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics: metrics.clone(),
         window_secs: config.pipeline.window_secs,
         config: config.web.clone(),
+        ingest,
     };
     let web = tokio::spawn(web::serve(listener, state, web_stop.clone()));
     tracing::info!(gateway = %config.gateway.id, "status page on http://{web_addr}/");
@@ -187,6 +202,37 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         writer,
         web,
         web_stop,
+    })
+}
+
+/// The `http` source: `POST /api/v1/ingest` on the web listener, feeding `batch_tx`.
+fn ingest_handle(
+    name: &str,
+    http: &HttpIngestConfig,
+    batch_tx: &mpsc::Sender<Batch>,
+    health: SourceHandle,
+) -> anyhow::Result<IngestHandle> {
+    let decoder = Decoder::new(&http.mapping)
+        .map_err(|e| anyhow::anyhow!("source {name}: {}: {}", e.key, e.reason))?;
+    // `Content-Type: text/plain` bodies are line protocol, whatever the mapping's format.
+    let line_protocol = Decoder::new(&MappingConfig {
+        format: PayloadFormat::LineProtocol,
+        ..http.mapping.clone()
+    })
+    .inspect_err(|e| {
+        tracing::warn!(source = %name, key = e.key, reason = %e.reason, "text/plain (line protocol) bodies will be refused: the mapping does not suit them");
+    })
+    .ok();
+    health.update(|h| h.state = "up".into());
+    Ok(IngestHandle {
+        source: name.into(),
+        decoder,
+        line_protocol,
+        token: http.token.clone(),
+        max_body_bytes: http.max_body_bytes,
+        tx: IngestSender::new(batch_tx.clone()),
+        health,
+        pipeline_wait: PIPELINE_WAIT,
     })
 }
 

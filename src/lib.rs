@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ack;
+pub mod alert;
 pub mod app;
 pub mod config;
 pub mod export;

@@ -161,7 +161,7 @@ pub fn gzip(body: &str) -> Vec<u8> {
 }
 
 /// A network error in a sentence, with its cause chain.
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     use std::error::Error;
     let what = if e.is_timeout() {
         "timed out"

@@ -1,5 +1,7 @@
 //! Forwarding to InfluxDB at HQ: one forwarder task per `[[sinks]]` entry, each with its own
-//! cursor in the store, plus a trimmer that removes outbox entries every sink has.
+//! cursor in the store, plus a trimmer that removes outbox entries every sink has. Alert sinks
+//! (`webhook`) are started here too, with their runner from `crate::alert`, and count for the
+//! trimmer like the others.
 //!
 //! - `line_protocol`: the encoder (pure).
 //! - `points`: rollups and events as points with a deterministic tag set (pure).
@@ -20,7 +22,9 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, SinkKind};
+use crate::alert::runner::{AlertRunner, RetryPolicy};
+use crate::alert::webhook::Webhook;
+use crate::config::{Config, SinkKind, WebhookConfig};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use influx::Endpoint;
@@ -41,12 +45,18 @@ pub fn start(
 ) -> anyhow::Result<()> {
     let mut names = Vec::new();
     for sink in &config.sinks {
-        let SinkKind::Influxdb(influx) = &sink.kind else {
-            anyhow::bail!(
-                "sink {}: type {} is not wired yet",
-                sink.name,
-                sink.kind.type_name()
-            );
+        let influx = match &sink.kind {
+            SinkKind::Influxdb(influx) => influx,
+            SinkKind::Webhook(webhook) => {
+                start_webhook(
+                    config, &sink.name, webhook, store, metrics, registry, shutdown, tracker,
+                )?;
+                names.push(sink.name.clone());
+                continue;
+            }
+            SinkKind::Mqtt(_) => {
+                anyhow::bail!("sink {}: mqtt alert sink: not built yet", sink.name);
+            }
         };
         let secret = influx
             .secret()
@@ -89,6 +99,56 @@ pub fn start(
     if !names.is_empty() {
         tracker.spawn(trim(store.clone(), names, shutdown.clone()));
     }
+    Ok(())
+}
+
+/// Starts the alert runner of a `webhook` sink.
+#[allow(clippy::too_many_arguments)]
+fn start_webhook(
+    config: &Config,
+    name: &str,
+    webhook: &WebhookConfig,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    registry: &SinkRegistry,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let token = webhook
+        .token()
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("sink {name}"))?;
+    let transport = Webhook::new(webhook, &token)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("sink {name}"))?;
+    let shown_url = transport.shown_url();
+    let status = registry.register(SinkStatus {
+        name: name.to_string(),
+        kind: "webhook".into(),
+        url: shown_url.clone(),
+        state: "starting".into(),
+        ..SinkStatus::default()
+    });
+    metrics.sink_state.set(name, "starting");
+    let retry_max = Duration::from_secs(webhook.retry_max_secs);
+    tracker.spawn(
+        AlertRunner {
+            name: name.to_string(),
+            gateway: config.gateway.id.clone(),
+            transport,
+            retry: RetryPolicy {
+                initial: Duration::from_millis(webhook.retry_initial_ms),
+                max: retry_max,
+                misconfigured: retry_max,
+            },
+            store: store.clone(),
+            status,
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tracing::info!(sink = %name, url = %shown_url, "webhook alert sink started");
     Ok(())
 }
 

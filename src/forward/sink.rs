@@ -66,28 +66,28 @@ struct Batch {
     head: u64,
 }
 
-/// Jittered exponential backoff, reset on success.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    failures: u32,
+/// Jittered exponential backoff, reset on success (shared with the alert sinks).
+pub(crate) struct Backoff {
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
+    pub(crate) failures: u32,
 }
 
 impl Backoff {
-    fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let exp = self.initial.saturating_mul(1u32 << self.failures.min(20));
         self.failures = self.failures.saturating_add(1);
         let capped = exp.min(self.max);
         capped.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }
 }
 
 /// Runs a blocking store call off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     store: &Store,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {

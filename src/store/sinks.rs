@@ -18,6 +18,9 @@ use crate::model::TimeNs;
 
 /// How many backlog entries [`Store::backlog`] counts one by one before it estimates.
 const BACKLOG_WALK: u64 = 10_000;
+/// How many outbox entries [`Store::event_backlog`] looks at before it estimates: more than
+/// [`BACKLOG_WALK`], since telling an event from a rollup needs no decoding.
+const EVENT_BACKLOG_WALK: u64 = 100_000;
 
 /// (sink, id) → serde_json of [`DeadLetter`].
 const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
@@ -56,6 +59,14 @@ pub struct Backlog {
     pub bytes: u64,
     /// Time of the oldest waiting entry (rollup window start or event change).
     pub oldest: Option<TimeNs>,
+}
+
+/// Whether a stored outbox record is an anomaly event. [`OutboxEntry`] is tagged internally
+/// by `type`, and serde writes the tag first, so the record starts with it.
+///
+/// [`OutboxEntry`]: crate::store::OutboxEntry
+fn is_event_record(record: &[u8]) -> bool {
+    record.starts_with(br#"{"type":"event""#)
 }
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -212,6 +223,51 @@ impl Store {
         Ok(backlog)
     }
 
+    /// The anomaly events after `after`: what an alert sink still has to deliver (rollups
+    /// are not counted: alert sinks skip them). Up to [`EVENT_BACKLOG_WALK`] entries are
+    /// looked at; events are told from rollups by their record's tag, without decoding (only
+    /// the oldest event is decoded, for its time). Beyond the walk, the count is extrapolated
+    /// from the share of events among the walked entries.
+    pub fn event_backlog(&self, after: u64) -> Result<Backlog, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut backlog = Backlog::default();
+        let mut walked = 0u64;
+        let mut last = after;
+        let mut walked_all = true;
+        for item in table.range((after.saturating_add(1))..)? {
+            if walked >= EVENT_BACKLOG_WALK {
+                walked_all = false;
+                break;
+            }
+            let (seq, value) = item?;
+            walked += 1;
+            last = seq.value();
+            if !is_event_record(value.value()) {
+                continue;
+            }
+            if backlog.oldest.is_none() {
+                backlog.oldest = tables::decode_outbox(value.value())
+                    .ok()
+                    .map(|e| tables::outbox_time(&e));
+            }
+            backlog.points += 1;
+            backlog.bytes += value.value().len() as u64;
+        }
+        if !walked_all && backlog.points > 0 {
+            let head = txn
+                .open_table(META)?
+                .get(META_NEXT_OUTBOX_SEQ)?
+                .map_or(1, |v| v.value())
+                .saturating_sub(1);
+            let share = backlog.points as f64 / walked as f64;
+            let beyond = (head.saturating_sub(last) as f64 * share) as u64;
+            backlog.bytes += backlog.bytes / backlog.points * beyond;
+            backlog.points += beyond;
+        }
+        Ok(backlog)
+    }
+
     /// Removes the outbox entries up to `up_to` (inclusive): every sink has them. Returns how
     /// many were removed. Entries are not decoded: the time index is filtered by sequence,
     /// which keeps this short, since acknowledgements wait for it.
@@ -300,6 +356,39 @@ mod tests {
         let c = s.sink_counters("hq").unwrap();
         assert_eq!((c.cursor, c.dropped, c.dead_letters), (4, 2, 1));
         assert_eq!(s.dead_letters("hq", 10).unwrap(), vec![letter]);
+    }
+
+    #[test]
+    fn the_event_backlog_counts_events_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let event = crate::model::AnomalyEvent {
+            id: 1,
+            sensor: "s".into(),
+            field: "f".into(),
+            rule: "r".into(),
+            kind: "limit".into(),
+            severity: crate::model::Severity::Warning,
+            raised_at: 1_767_225_600_000_000_000,
+            cleared_at: None,
+            value: 1.0,
+            score: 1.0,
+            peak_score: 1.0,
+            peak_value: 1.0,
+            peak_at: 1_767_225_600_000_000_000,
+            message: "m".into(),
+        };
+        let record =
+            tables::encode_json("outbox", &crate::store::OutboxEntry::Event(event.clone()))
+                .unwrap();
+        assert!(is_event_record(&record));
+        let mut batch = rollups(3);
+        batch.events.push(event);
+        s.write(&batch).unwrap();
+        let backlog = s.event_backlog(0).unwrap();
+        assert_eq!(backlog.points, 1);
+        assert_eq!(backlog.oldest, Some(1_767_225_600_000_000_000));
+        assert_eq!(s.event_backlog(4).unwrap(), Backlog::default());
     }
 
     #[test]

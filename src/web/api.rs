@@ -33,6 +33,8 @@ const MAX_EVENT_LIMIT: usize = 10_000;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// A machine-readable reason (`error.reason`), for refused ingest payloads.
+    reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -40,7 +42,13 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            reason: None,
         }
+    }
+
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -68,16 +76,19 @@ impl From<PathRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "status": self.status.as_u16(), "message": self.message }
-        });
+        let mut error =
+            serde_json::json!({ "status": self.status.as_u16(), "message": self.message });
+        if let Some(reason) = self.reason {
+            error["reason"] = reason.into();
+        }
+        let body = serde_json::json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
 }
 
 /// The query string as name → value, refusing names the endpoint does not know and names
 /// given twice. Empty values are dropped.
-fn params(
+pub(super) fn params(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     known: &[&str],
 ) -> Result<BTreeMap<String, String>, ApiError> {

@@ -4,7 +4,9 @@
 //! Invariants:
 //! - **The web never writes data.** It reads the live snapshot (a `watch` channel the pipeline
 //!   publishes), the source registry, and the store through its read methods only. Every route
-//!   is GET (HEAD follows); other methods get 405.
+//!   is GET (HEAD follows); other methods get 405. The one exception is `POST /api/v1/ingest`
+//!   (`ingest.rs`), present only when an `http` source is configured: it is that source, and
+//!   like every source it only hands batches to the pipeline's channel.
 //! - **Store reads never block the runtime**: each runs on `spawn_blocking`.
 //! - **Bounded**: at most `max_concurrent_requests` requests are served at once (more wait
 //!   for a slot), and a request that is not answered within `request_timeout_secs`, waiting
@@ -14,6 +16,7 @@
 
 mod api;
 mod html;
+pub mod ingest;
 mod page;
 #[cfg(test)]
 mod tests;
@@ -26,7 +29,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +46,9 @@ use crate::store::{Store, StoreError};
 /// Store sizes shown by the pages, the API and `/metrics` are at most this old: measuring
 /// them walks every table, which readers must not repeat per request.
 pub(crate) const STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The `http` source's route.
+const INGEST_PATH: &str = "/api/v1/ingest";
 
 /// Everything the web reads. Built once by the application and shared by all requests.
 pub struct WebState {
@@ -66,6 +72,8 @@ pub struct WebState {
     pub window_secs: u64,
     /// Timeout and concurrency limit.
     pub config: WebConfig,
+    /// The `http` source, when one is configured: `POST /api/v1/ingest` exists only then.
+    pub ingest: Option<ingest::IngestHandle>,
 }
 
 impl WebState {
@@ -110,7 +118,11 @@ type Shared = Arc<WebState>;
 /// The complete application: routes, error shaping and the hardening layers.
 pub fn router(state: WebState) -> Router {
     let config = state.config.clone();
-    let routes = Router::new()
+    let mut routes = Router::new();
+    if state.ingest.is_some() {
+        routes = routes.route(INGEST_PATH, post(ingest::ingest));
+    }
+    let routes = routes
         .route("/", get(page::status))
         .route("/sensors/{id}", get(page::sensor))
         .route("/healthz", get(healthz))
@@ -196,6 +208,8 @@ async fn not_found() -> StatusCode {
 /// timeout's 408) the same shape as the handlers' errors: JSON under `/api/`, HTML elsewhere.
 async fn shape_errors(request: Request, next: Next) -> Response {
     let is_api = request.uri().path().starts_with("/api/");
+    // The router adds `Allow` outside this layer, so the one POST route is known by its path.
+    let post_only = request.uri().path() == INGEST_PATH;
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
@@ -205,6 +219,7 @@ async fn shape_errors(request: Request, next: Next) -> Response {
     }
     let message = match status {
         StatusCode::NOT_FOUND => "no such path".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED if post_only => "only POST is served here".to_string(),
         StatusCode::METHOD_NOT_ALLOWED => "only GET is served".to_string(),
         StatusCode::REQUEST_TIMEOUT => "the request took too long".to_string(),
         other => other.canonical_reason().unwrap_or("error").to_lowercase(),

@@ -288,8 +288,10 @@ fn sink_table(b: &mut String, sinks: &[SinkStatus], now: TimeNs) {
     );
     for s in sinks {
         let state_class = if s.state == "up" { "ok" } else { "bad" };
-        let state = if s.state == "misconfigured" {
+        let state = if s.state == "misconfigured" && s.kind == "influxdb" {
             "MISCONFIGURED (check credentials, database or bucket)".to_string()
+        } else if s.state == "misconfigured" {
+            "MISCONFIGURED (check the URL and token)".to_string()
         } else {
             s.state.replace('_', " ")
         };

@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod influxd;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod webhook;

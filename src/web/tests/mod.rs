@@ -2,6 +2,7 @@
 //! temporary directory and a hand-made live snapshot, and talks to it over HTTP.
 
 mod hardening;
+mod ingest;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,6 +77,7 @@ impl Harness {
             metrics: Arc::new(Metrics::new()),
             window_secs: 60,
             config: WebConfig::default(),
+            ingest: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -562,6 +564,18 @@ async fn unknown_sensor_and_unknown_paths_are_404() {
 
     let (status, body) = h.json("/api/v1/nothing").await;
     assert_eq!(status, 404);
+    assert_eq!(body["error"]["status"], 404);
+
+    // No http source: no ingest route.
+    let response = h
+        .client
+        .post(format!("{}/api/v1/ingest", h.base))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["status"], 404);
 }
 
