@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::model::{Batch, now_ns};
 use crate::pipeline::task::PipelineTask;
 use crate::pipeline::{Pipeline, RuleSet, Settings};
-use crate::source::sim;
+use crate::source::{mqtt, sim};
 use crate::store::{EventFilter, Store, WriteBatch, run_writer};
 use crate::web::{self, WebState};
 
@@ -138,7 +138,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                     shutdown.clone(),
                 ));
             }
-            SourceKind::Mqtt(_) | SourceKind::Http(_) => {
+            SourceKind::Mqtt(mqtt_config) => {
+                let source = mqtt::MqttSource::new(&source.name, mqtt_config, &config.gateway.id)
+                    .with_context(|| format!("source {}", source.name))?;
+                sources.spawn(source.run(
+                    batch_tx.clone(),
+                    health,
+                    metrics.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            SourceKind::Http(_) => {
                 anyhow::bail!(
                     "source {}: type {} is not wired yet",
                     source.name,
