@@ -203,12 +203,24 @@ pub fn needs_a_person(error: &rumqttc::ConnectionError) -> bool {
                 | Code::RefusedProtocolVersion
         ),
         E::Tls(TlsError::TLS(e)) => is_certificate_error(e),
-        E::Tls(TlsError::Io(e)) | E::Io(e) => e
-            .get_ref()
+        E::Tls(TlsError::DNSName(_) | TlsError::NoValidCertInChain) => true,
+        _ => io_error(error)
+            .and_then(|e| e.get_ref())
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
             .is_some_and(is_certificate_error),
-        E::Tls(TlsError::DNSName(_) | TlsError::NoValidCertInChain) => true,
-        _ => false,
+    }
+}
+
+/// The I/O error under a connection error, wherever rumqttc wrapped it: a TLS alert from the
+/// broker (such as "certificate required", which TLS 1.3 delivers only on the first read)
+/// arrives as one.
+fn io_error(error: &rumqttc::ConnectionError) -> Option<&std::io::Error> {
+    use rumqttc::{ConnectionError as E, StateError, TlsError};
+    match error {
+        E::Io(e) | E::Tls(TlsError::Io(e)) => Some(e),
+        E::MqttState(StateError::Io(e))
+        | E::MqttState(StateError::Deserialization(rumqttc::Error::Io(e))) => Some(e),
+        _ => None,
     }
 }
 
@@ -309,5 +321,13 @@ mod tests {
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
         );
         assert!(needs_a_person(&E::Io(bad_cert)));
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        );
+        let late = E::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::Io(
+            alert,
+        )));
+        assert!(needs_a_person(&late), "an alert on the first read");
     }
 }

@@ -598,7 +598,7 @@ impl Poller {
             debug!(source = %self.name, broker = %self.broker, error = %key.1, retry_in_ms, "mqtt connection failed again");
         } else {
             if person {
-                error!(source = %self.name, broker = %self.broker, error = %key.1, retry_in_ms, "the MQTT broker refused the gateway; fix the configuration");
+                error!(source = %self.name, broker = %self.broker, error = %key.1, retry_in_ms, "cannot connect to the MQTT broker until a person fixes the configuration (credentials or certificates)");
             } else if was_connected {
                 warn!(source = %self.name, broker = %self.broker, error = %key.1, retry_in_ms, "lost the MQTT broker; reconnecting");
             } else {
