@@ -35,11 +35,16 @@
 //!
 //! # Broker settings that matter
 //! The broker sends a client at most `max_inflight_messages` unacknowledged QoS 1 messages
-//! (Mosquitto: 20 by default). Acknowledging after the commit (`store.commit_interval_ms`,
-//! 200 ms by default) then caps a source at about that many messages per commit interval
-//! (about 100 messages/s with Mosquitto's defaults): raise `max_inflight_messages` (for
-//! example to 1000) on brokers that feed a gateway. `max_queued_messages` (Mosquitto: 1000)
-//! bounds what the broker keeps for the gateway while it is away.
+//! (Mosquitto: 20 by default), and acknowledging after the commit holds each message for a
+//! commit round trip: a source then gets at most that many messages per store commit (with
+//! Mosquitto's default and one commit per 200 ms, about 100 messages/s). Installers raise
+//! `max_inflight_messages` (for example to 1000) on brokers that feed a gateway.
+//! `max_queued_messages` (Mosquitto: 1000) bounds what the broker keeps for the gateway while
+//! it is away; beyond it QoS 1 messages are dropped at the broker.
+//!
+//! A packet larger than the client's incoming limit (twice the largest `max_payload_bytes`,
+//! at least 1 MiB) fails the connection, and the broker redelivers a QoS 1 one on every
+//! reconnect: cap payloads at the broker too (Mosquitto: `message_size_limit`).
 //!
 //! [`CommitTracker`]: crate::ack::CommitTracker
 

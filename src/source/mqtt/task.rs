@@ -195,8 +195,10 @@ impl MqttSource {
         let unacked = lock(&book).waiting();
         poller.meters.connected.set(0);
         poller.meters.unacked.set(unacked as i64);
+        let messages = poller.meters.messages.get();
         health.update(|h| {
             h.state = "stopped".into();
+            h.messages = messages;
             h.messages_per_sec = 0.0;
             h.set_detail("unacked", unacked.to_string());
         });
@@ -691,4 +693,103 @@ async fn disconnect_on(shutdown: CancellationToken, client: AsyncClient, force: 
     let _ = tokio::time::timeout_at(deadline, client.disconnect()).await;
     tokio::time::sleep_until(deadline).await;
     force.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SourceKind, TlsConfig};
+    use crate::live::{SourceHealth, SourceRegistry};
+
+    /// An mqtt source config for `port` with fast reconnects.
+    fn config(port: u16) -> MqttSourceConfig {
+        let text = format!(
+            "[gateway]\nid = \"gw\"\n\n[[sources]]\nname = \"m\"\ntype = \"mqtt\"\n\
+             host = \"127.0.0.1\"\nport = {port}\ntopics = [\"plant/#\"]\n\
+             reconnect_initial_ms = 100\nreconnect_max_secs = 1\n"
+        );
+        let config = crate::config::load_str(&text).expect("mqtt config loads");
+        match config.sources.into_iter().next().map(|s| s.kind) {
+            Some(SourceKind::Mqtt(m)) => m,
+            other => panic!("expected an mqtt source, got {other:?}"),
+        }
+    }
+
+    /// A loopback port nothing listens on.
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    async fn health_until(
+        registry: &SourceRegistry,
+        done: impl Fn(&SourceHealth) -> bool,
+    ) -> SourceHealth {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let health = registry.snapshot().remove(0);
+            if done(&health) {
+                return health;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{health:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_fails_the_start_naming_it() {
+        let mut config = config(1883);
+        config.connection.tls = Some(TlsConfig {
+            ca_file: "/nonexistent/ca.pem".into(),
+            ..TlsConfig::default()
+        });
+        let error = MqttSource::new("m", &config, "gw").err().expect("refused");
+        let text = format!("{error:#}");
+        assert!(text.contains("tls.ca_file /nonexistent/ca.pem"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_dead_broker_is_retried_with_backoff_and_shutdown_stops_at_once() {
+        let source = MqttSource::new("m", &config(closed_port()), "gw").unwrap();
+        let registry = SourceRegistry::default();
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let (tx, _rx) = mpsc::channel(4);
+        let task = tokio::spawn(source.run(
+            tx,
+            registry.register("m", "mqtt"),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+
+        let down = health_until(&registry, |h| h.state == "down").await;
+        assert!(down.last_error.is_some(), "{down:?}");
+        assert_eq!(
+            down.details.iter().find(|(k, _)| k == "client_id"),
+            Some(&("client_id".to_string(), "edgewatch-gw-m".to_string()))
+        );
+        // Delays of 50-100 ms, then 100-200 ms, then 250-500 ms...: a handful of attempts in a
+        // second, not thousands.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let errors = registry.snapshot()[0].errors;
+        assert!(
+            (2..=10).contains(&errors),
+            "{errors} attempts in about a second"
+        );
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("stops at once while disconnected")
+            .unwrap();
+        let stopped = registry.snapshot().remove(0);
+        assert_eq!(stopped.state, "stopped");
+        let label = SourceLabel { source: "m".into() };
+        assert_eq!(metrics.mqtt_connected.get_or_create(&label).get(), 0);
+        assert_eq!(metrics.mqtt_reconnects.get_or_create(&label).get(), 0);
+        assert_eq!(
+            metrics.source_errors.get_or_create(&label).get(),
+            stopped.errors
+        );
+    }
 }
