@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::model::{Batch, now_ns};
 use crate::pipeline::task::PipelineTask;
 use crate::pipeline::{Pipeline, RuleSet, Settings};
-use crate::source::sim;
+use crate::source::{mqtt, sim};
 use crate::store::{EventFilter, Store, WriteBatch, run_writer};
 use crate::web::ingest::{IngestHandle, IngestSender, PIPELINE_WAIT};
 use crate::web::{self, WebState};
@@ -149,12 +149,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             SourceKind::Http(http) => {
                 ingest = Some(ingest_handle(&source.name, http, &batch_tx, health)?);
             }
-            SourceKind::Mqtt(_) => {
-                anyhow::bail!(
-                    "source {}: type {} is not wired yet",
-                    source.name,
-                    source.kind.type_name()
-                );
+            SourceKind::Mqtt(mqtt_config) => {
+                let source = mqtt::MqttSource::new(&source.name, mqtt_config, &config.gateway.id)
+                    .with_context(|| format!("source {}", source.name))?;
+                sources.spawn(source.run(
+                    batch_tx.clone(),
+                    health,
+                    metrics.clone(),
+                    shutdown.clone(),
+                ));
             }
         }
         tracing::info!(source = %source.name, kind = source.kind.type_name(), "source started");

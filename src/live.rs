@@ -66,13 +66,44 @@ pub struct SourceHealth {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
-    /// `starting`, `up`, `down` or `stopped`.
+    /// `starting`, `connecting`, `up`, `down`, `misconfigured` (a person must act: refused
+    /// credentials, a rejected certificate) or `stopped`.
     pub state: String,
     /// Gateway clock of the last successful acquisition.
     pub last_success: Option<TimeNs>,
     pub readings: u64,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Messages received (message-based sources such as MQTT; 0 for the others).
+    pub messages: u64,
+    /// Messages per second over the last second, refreshed by the source every second.
+    pub messages_per_sec: f64,
+    /// Messages the payload mapping refused, by reason (`BadReason::as_str`).
+    pub bad_payloads: BTreeMap<String, BadPayloadStat>,
+    /// What a technician needs to know about this kind of source, in display order: for
+    /// MQTT the broker, the subscriptions, the session and the unacknowledged messages.
+    pub details: Vec<(String, String)>,
+}
+
+impl SourceHealth {
+    /// Sets the detail `key`, keeping its place when it exists, appending it otherwise.
+    pub fn set_detail(&mut self, key: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self.details.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.details.push((key.to_string(), value)),
+        }
+    }
+}
+
+/// Refused messages of one reason: how many, and the latest one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BadPayloadStat {
+    pub count: u64,
+    /// The decoder's explanation of the latest one, with its topic; outside text, so it is
+    /// escaped wherever it is shown.
+    pub last_example: String,
+    pub last_time: TimeNs,
 }
 
 /// The set of source health records, one slot per configured source.

@@ -6,4 +6,5 @@
 //! [`Batch`]: crate::model::Batch
 //! [`SourceHandle`]: crate::live::SourceHandle
 
+pub mod mqtt;
 pub mod sim;

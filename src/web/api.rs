@@ -173,6 +173,35 @@ struct SourceView<'a> {
     readings: u64,
     errors: u64,
     last_error: Option<&'a str>,
+    /// Messages received (message-based sources; 0 for the others).
+    messages: u64,
+    messages_per_sec: f64,
+    /// Refused messages by reason, each with the latest example.
+    bad_payloads: BTreeMap<&'a str, BadPayloadView<'a>>,
+    /// Kind-specific facts as an object, in display order (MQTT: broker, client_id,
+    /// subscriptions, session, unacked).
+    details: DetailsView<'a>,
+}
+
+#[derive(Serialize)]
+struct BadPayloadView<'a> {
+    count: u64,
+    last_example: &'a str,
+    last_time: String,
+}
+
+/// `[(key, value)]` serialized as a JSON object, keeping the order.
+struct DetailsView<'a>(&'a [(String, String)]);
+
+impl Serialize for DetailsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 impl<'a> From<&'a SourceHealth> for SourceView<'a> {
@@ -185,6 +214,23 @@ impl<'a> From<&'a SourceHealth> for SourceView<'a> {
             readings: s.readings,
             errors: s.errors,
             last_error: s.last_error.as_deref(),
+            messages: s.messages,
+            messages_per_sec: s.messages_per_sec,
+            bad_payloads: s
+                .bad_payloads
+                .iter()
+                .map(|(reason, stat)| {
+                    (
+                        reason.as_str(),
+                        BadPayloadView {
+                            count: stat.count,
+                            last_example: &stat.last_example,
+                            last_time: format_time(stat.last_time),
+                        },
+                    )
+                })
+                .collect(),
+            details: DetailsView(&s.details),
         }
     }
 }

@@ -254,24 +254,59 @@ fn source_table(b: &mut String, sources: &[SourceHealth], now: TimeNs) {
     }
     b.push_str(
         "<div class=\"scroll\"><table><tr><th>Source</th><th>Type</th><th>State</th>\
-         <th class=\"num\">Readings</th><th class=\"num\">Errors</th><th>Last success</th>\
+         <th class=\"num\">Msgs/s</th><th class=\"num\">Readings</th>\
+         <th class=\"num\">Errors</th><th>Bad payloads</th><th>Last success</th>\
          <th>Last error</th></tr>",
     );
     for s in sources {
         let state_class = if s.state == "up" { "ok" } else { "bad" };
+        let state = if s.state == "misconfigured" {
+            "MISCONFIGURED (check credentials and certificates)"
+        } else {
+            s.state.as_str()
+        };
         let last_success = s
             .last_success
             .map_or_else(|| "never".to_string(), |t| html::age(now, t));
+        let rate = if s.messages == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.1}", s.messages_per_sec)
+        };
+        let _ = write!(b, "<tr><td>{}", Esc(&s.name));
+        for (key, value) in &s.details {
+            let _ = write!(
+                b,
+                "<br><span class=\"muted\">{} {}</span>",
+                Esc(key),
+                Esc(value)
+            );
+        }
         let _ = write!(
             b,
-            "<tr><td>{}</td><td>{}</td><td class=\"{state_class}\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td>\
-             <td class=\"err\">{}</td></tr>",
-            Esc(&s.name),
+            "</td><td>{}</td><td class=\"{state_class}\">{}</td><td class=\"num\">{rate}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"err\">",
             Esc(&s.kind),
-            Esc(&s.state),
+            Esc(state),
             html::count(s.readings),
             html::count(s.errors),
+        );
+        for (i, (reason, stat)) in s.bad_payloads.iter().enumerate() {
+            if i > 0 {
+                b.push_str("<br>");
+            }
+            let _ = write!(
+                b,
+                "{} ×{} <span class=\"muted\">({}): {}</span>",
+                Esc(reason),
+                html::count(stat.count),
+                html::age(now, stat.last_time),
+                Esc(&stat.last_example),
+            );
+        }
+        let _ = write!(
+            b,
+            "</td><td>{}</td><td class=\"err\">{}</td></tr>",
             last_success,
             Esc(s.last_error.as_deref().unwrap_or("")),
         );

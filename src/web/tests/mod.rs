@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{WebState, serve};
 use crate::config::{StoreConfig, WebConfig};
-use crate::live::{FieldState, LiveSnapshot, PipelineCounters, SensorState, SourceRegistry};
+use crate::live::{
+    BadPayloadStat, FieldState, LiveSnapshot, PipelineCounters, SensorState, SourceRegistry,
+};
 use crate::metrics::Metrics;
 use crate::model::{
     AnomalyEvent, NS_PER_SEC, Quality, Rollup, SeriesKey, Severity, Stats, TimeNs, format_time,
@@ -59,6 +61,19 @@ impl Harness {
             s.state = "up".into();
             s.readings = 1234;
             s.last_success = Some(now_ns());
+            s.messages = 617;
+            s.messages_per_sec = 12.5;
+            s.bad_payloads.insert(
+                "invalid_json".into(),
+                BadPayloadStat {
+                    count: 3,
+                    last_example: "plant/p1: invalid JSON near <img src=x onerror=alert(1)>".into(),
+                    last_time: now_ns(),
+                },
+            );
+            s.set_detail("broker", "127.0.0.1:1883 (tls)");
+            s.set_detail("subscriptions", "plant/+/sensors/# qos1");
+            s.set_detail("unacked", "5");
         });
         sources.register("press-1", "modbus_tcp").update(|s| {
             s.state = "down".into();
@@ -237,6 +252,14 @@ async fn status_page_escapes_a_hostile_sensor_id_and_links_to_its_page() {
     );
     assert!(!page.contains("<b>evil") && !page.contains("<i>f"));
     assert!(!page.contains("<10.0.0.5"), "source errors are escaped too");
+    assert!(
+        !page.contains("<img"),
+        "bad payload examples are escaped too"
+    );
+    assert!(page.contains("invalid_json ×3"));
+    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(page.contains("broker 127.0.0.1:1883 (tls)"));
+    assert!(page.contains("12.5"), "messages per second");
     assert!(page.contains("&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;/x"));
     let href = "/sensors/%3Cscript%3Ealert%28%22pwned%22%29%3C%2Fscript%3E%2Fx";
     assert!(page.contains(href), "link is one encoded path segment");
@@ -280,6 +303,17 @@ async fn status_api_reports_gateway_sources_store_and_pipeline() {
     assert_eq!(sources[0]["type"], "mqtt");
     assert!(parse_time(sources[0]["last_success"].as_str().unwrap()).is_some());
     assert_eq!(sources[1]["last_success"], Value::Null);
+    assert_eq!(sources[0]["messages"], 617);
+    assert_eq!(sources[0]["messages_per_sec"], 12.5);
+    let bad = &sources[0]["bad_payloads"]["invalid_json"];
+    assert_eq!(bad["count"], 3);
+    assert!(bad["last_example"].as_str().unwrap().contains("<img"));
+    assert!(parse_time(bad["last_time"].as_str().unwrap()).is_some());
+    assert_eq!(sources[0]["details"]["broker"], "127.0.0.1:1883 (tls)");
+    assert_eq!(sources[0]["details"]["unacked"], "5");
+    assert_eq!(sources[1]["messages"], 0);
+    assert_eq!(sources[1]["bad_payloads"], serde_json::json!({}));
+    assert_eq!(sources[1]["details"], serde_json::json!({}));
     assert_eq!(body["sinks"], serde_json::json!([]));
     assert!(body["store"]["file_bytes"].as_u64().unwrap() > 0);
     assert!(body["store"]["max_bytes"].as_u64().unwrap() > 0);
