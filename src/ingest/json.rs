@@ -160,7 +160,9 @@ impl Pointer {
             });
         }
         let Some(body) = text.strip_prefix('/') else {
-            return Err(format!("`{text}` is not a JSON pointer: it must start with `/`"));
+            return Err(format!(
+                "`{text}` is not a JSON pointer: it must start with `/`"
+            ));
         };
         let mut tokens = Vec::new();
         for raw in body.split('/') {
@@ -374,9 +376,6 @@ fn object_time(decoder: &Decoder, value: &Json<'_>) -> Result<TimeNs, BadPayload
     };
     result.map_err(|why| {
         let at = decoder.time.as_ref().map_or("", Pointer::as_str);
-        bad(
-            BadReason::BadTime,
-            format!("time at {}: {why}", quote(at)),
-        )
+        bad(BadReason::BadTime, format!("time at {}: {why}", quote(at)))
     })
 }

@@ -30,7 +30,7 @@ pub(super) struct Line<'a> {
     /// Numeric fields only (string fields are skipped).
     pub fields: Vec<(Cow<'a, str>, f64)>,
     /// The timestamp as written (unit not applied).
-    pub timestamp: Option<&'a str>,
+    pub timestamp: Option<i64>,
 }
 
 /// Decodes every line of `text`.
@@ -59,7 +59,11 @@ pub(super) fn decode(
         let sensor = match topic_sensor {
             Some(id) => sensor_id(id),
             None => {
-                let tag = parsed.tags.iter().rev().find(|(k, _)| *k == *decoder.id_tag);
+                let tag = parsed
+                    .tags
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| *k == *decoder.id_tag);
                 sensor_id(tag.map_or(&parsed.measurement, |(_, v)| v))
             }
         }
@@ -161,12 +165,15 @@ pub(super) fn parse_line(line: &str) -> Result<Line<'_>, String> {
         if i == after_fields {
             return Err("unexpected text after a field".into());
         }
-        let end = b[i..].iter().position(|&c| c == b' ').map_or(b.len(), |p| i + p);
-        let ts = &line[i..end];
+        let end = b[i..]
+            .iter()
+            .position(|&c| c == b' ')
+            .map_or(b.len(), |p| i + p);
         if skip_spaces(b, end) != b.len() {
             return Err("unexpected text after the timestamp".into());
         }
-        Some(ts)
+        let ts = line[i..end].parse::<i64>();
+        Some(ts.map_err(|_| "the timestamp is not an integer")?)
     } else {
         None
     };

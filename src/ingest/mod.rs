@@ -274,7 +274,11 @@ fn bad(reason: BadReason, detail: impl Into<String>) -> BadPayload {
     let detail = detail.into();
     let clean = |c: char| if c.is_control() { ' ' } else { c };
     let detail = if detail.chars().count() > MAX_DETAIL_CHARS {
-        let mut cut: String = detail.chars().take(MAX_DETAIL_CHARS - 1).map(clean).collect();
+        let mut cut: String = detail
+            .chars()
+            .take(MAX_DETAIL_CHARS - 1)
+            .map(clean)
+            .collect();
         cut.push('…');
         cut
     } else if detail.contains(char::is_control) {

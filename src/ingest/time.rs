@@ -113,14 +113,11 @@ pub(super) fn epoch_text(text: &str) -> Option<Epoch> {
     }
 }
 
-/// A line protocol timestamp (an integer; the unit is `time_format`, `auto` meaning ns).
-pub(super) fn line_protocol(text: &str, format: TimeFormat) -> Result<TimeNs, String> {
+/// A line protocol timestamp in the unit `time_format` names (`auto` meaning ns).
+pub(super) fn line_protocol(timestamp: i64, format: TimeFormat) -> Result<TimeNs, String> {
     let unit = unit_ns(format).unwrap_or(1);
-    let i: i128 = match text.parse::<i64>() {
-        Ok(i) => i.into(),
-        Err(_) => return Err("the timestamp is not an integer".into()),
-    };
-    i.checked_mul(unit)
+    i128::from(timestamp)
+        .checked_mul(unit)
         .and_then(|ns| i64::try_from(ns).ok())
         .ok_or_else(|| "the timestamp is out of the representable range".into())
 }
@@ -137,7 +134,10 @@ mod tests {
     fn auto_detects_the_unit_of_an_epoch_number_by_magnitude() {
         let auto = |e| from_epoch(e, TimeFormat::Auto).unwrap();
         assert_eq!(auto(Epoch::Int(T as i128)), T * S);
-        assert_eq!(auto(Epoch::Int(T as i128 * 1000 + 120)), T * S + 120_000_000);
+        assert_eq!(
+            auto(Epoch::Int(T as i128 * 1000 + 120)),
+            T * S + 120_000_000
+        );
         assert_eq!(auto(Epoch::Int(T as i128 * 1_000_000 + 7)), T * S + 7_000);
         assert_eq!(auto(Epoch::Int(T as i128 * S as i128 + 9)), T * S + 9);
         assert_eq!(auto(Epoch::Float(T as f64 + 0.25)), T * S + 250_000_000);
@@ -153,10 +153,16 @@ mod tests {
 
     #[test]
     fn an_explicit_unit_is_used_as_given() {
-        assert_eq!(from_epoch(Epoch::Int(5), TimeFormat::Ms).unwrap(), 5_000_000);
+        assert_eq!(
+            from_epoch(Epoch::Int(5), TimeFormat::Ms).unwrap(),
+            5_000_000
+        );
         assert_eq!(from_epoch(Epoch::Int(5), TimeFormat::Us).unwrap(), 5_000);
         assert_eq!(from_epoch(Epoch::Int(5), TimeFormat::Ns).unwrap(), 5);
-        assert_eq!(from_epoch(Epoch::Float(1.5), TimeFormat::S).unwrap(), S + S / 2);
+        assert_eq!(
+            from_epoch(Epoch::Float(1.5), TimeFormat::S).unwrap(),
+            S + S / 2
+        );
         assert_eq!(from_text("1500", TimeFormat::Ms).unwrap(), 1_500_000_000);
     }
 
@@ -166,7 +172,7 @@ mod tests {
         assert!(from_epoch(Epoch::Int(i128::MAX), TimeFormat::Ns).is_err());
         assert!(from_epoch(Epoch::Float(1e300), TimeFormat::Auto).is_err());
         assert!(from_epoch(Epoch::Float(9.3e18), TimeFormat::Ns).is_err());
-        assert!(line_protocol("9223372036854775807", TimeFormat::S).is_err());
+        assert!(line_protocol(i64::MAX, TimeFormat::S).is_err());
     }
 
     #[test]
@@ -186,14 +192,25 @@ mod tests {
     #[test]
     fn numeric_strings_are_epochs_except_in_rfc3339() {
         assert_eq!(from_text("1795687200", TimeFormat::Auto), Ok(T * S));
-        assert_eq!(from_text(" 1795687200.5 ", TimeFormat::S), Ok(T * S + S / 2));
+        assert_eq!(
+            from_text(" 1795687200.5 ", TimeFormat::S),
+            Ok(T * S + S / 2)
+        );
         assert!(from_text("1795687200", TimeFormat::Rfc3339).is_err());
         assert!(from_text("2026-11-26T10:00:00Z", TimeFormat::S).is_err());
     }
 
     #[test]
     fn garbage_text_is_refused() {
-        for text in ["", "yesterday", "NaN", "inf", "2026-13-01T00:00:00Z", "1.2.3", "é"] {
+        for text in [
+            "",
+            "yesterday",
+            "NaN",
+            "inf",
+            "2026-13-01T00:00:00Z",
+            "1.2.3",
+            "é",
+        ] {
             assert!(from_text(text, TimeFormat::Auto).is_err(), "{text}");
         }
     }
@@ -204,11 +221,10 @@ mod tests {
     }
 
     #[test]
-    fn line_protocol_timestamps_are_integers_in_the_configured_unit() {
-        assert_eq!(line_protocol("12", TimeFormat::Auto), Ok(12));
-        assert_eq!(line_protocol("12", TimeFormat::Ms), Ok(12_000_000));
-        assert_eq!(line_protocol("-12", TimeFormat::S), Ok(-12 * S));
-        assert!(line_protocol("12.5", TimeFormat::Ns).is_err());
-        assert!(line_protocol("1e9", TimeFormat::Ns).is_err());
+    fn line_protocol_timestamps_are_in_the_configured_unit() {
+        assert_eq!(line_protocol(12, TimeFormat::Auto), Ok(12));
+        assert_eq!(line_protocol(12, TimeFormat::Ms), Ok(12_000_000));
+        assert_eq!(line_protocol(-12, TimeFormat::S), Ok(-12 * S));
+        assert_eq!(line_protocol(i64::MIN, TimeFormat::Ns), Ok(i64::MIN));
     }
 }

@@ -87,8 +87,7 @@ impl Template {
 
     /// Whether the template names `{sensor_id}`.
     pub fn has_sensor_id(&self) -> bool {
-        self.segments
-            .contains(&Segment::Capture(Capture::SensorId))
+        self.segments.contains(&Segment::Capture(Capture::SensorId))
     }
 
     /// Matches `topic`; `None` when it does not match.
