@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod model;
+pub mod mqtt_client;
 pub mod pipeline;
 pub mod simulate;
 pub mod source;

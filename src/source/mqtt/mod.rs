@@ -52,7 +52,6 @@ mod acks;
 mod backoff;
 mod bad;
 mod batch;
-pub mod connect;
 mod route;
 mod task;
 

@@ -20,7 +20,7 @@ use super::acks::AckBook;
 use super::backoff::{Backoff, jitter};
 use super::bad::{self, BadLog};
 use super::batch::BatchBuilder;
-use super::connect;
+use crate::mqtt_client as connect;
 use super::route::Router;
 use crate::ack::CommitTracker;
 use crate::config::MqttSourceConfig;
