@@ -24,6 +24,7 @@
 //! Adding a transport: implement [`Deliver`] (classify every failure into a
 //! [`DeliveryError`]), build it in `forward::start` and hand it to [`runner::AlertRunner`].
 
+pub mod mqtt;
 pub mod runner;
 pub mod webhook;
 

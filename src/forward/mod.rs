@@ -22,9 +22,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alert::mqtt::MqttAlerts;
 use crate::alert::runner::{AlertRunner, RetryPolicy};
 use crate::alert::webhook::Webhook;
-use crate::config::{Config, SinkKind, WebhookConfig};
+use crate::config::{Config, MqttAlertConfig, SinkKind, WebhookConfig};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use influx::Endpoint;
@@ -54,8 +55,12 @@ pub fn start(
                 names.push(sink.name.clone());
                 continue;
             }
-            SinkKind::Mqtt(_) => {
-                anyhow::bail!("sink {}: mqtt alert sink: not built yet", sink.name);
+            SinkKind::Mqtt(mqtt) => {
+                start_mqtt(
+                    config, &sink.name, mqtt, store, metrics, registry, shutdown, tracker,
+                )?;
+                names.push(sink.name.clone());
+                continue;
             }
         };
         let secret = influx
@@ -149,6 +154,53 @@ fn start_webhook(
         .run(),
     );
     tracing::info!(sink = %name, url = %shown_url, "webhook alert sink started");
+    Ok(())
+}
+
+/// Starts an MQTT alert sink: a publisher with its own connection, behind the alert runner.
+#[allow(clippy::too_many_arguments)]
+fn start_mqtt(
+    config: &Config,
+    name: &str,
+    mqtt: &MqttAlertConfig,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    registry: &SinkRegistry,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let conn = &mqtt.connection;
+    let client_id = conn.client_id_or(&config.gateway.id, name);
+    let transport = MqttAlerts::start(conn, &mqtt.alert, &client_id, shutdown.clone())
+        .with_context(|| format!("sink {name}"))?;
+    let shown = crate::mqtt_client::describe(conn);
+    let status = registry.register(SinkStatus {
+        name: name.to_string(),
+        kind: "mqtt".into(),
+        url: shown.clone(),
+        state: "starting".into(),
+        ..SinkStatus::default()
+    });
+    metrics.sink_state.set(name, "starting");
+    let retry_max = Duration::from_secs(conn.reconnect_max_secs.max(1));
+    tracker.spawn(
+        AlertRunner {
+            name: name.to_string(),
+            gateway: config.gateway.id.clone(),
+            transport,
+            retry: RetryPolicy {
+                initial: Duration::from_millis(conn.reconnect_initial_ms.max(1)),
+                max: retry_max,
+                misconfigured: retry_max,
+            },
+            store: store.clone(),
+            status,
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tracing::info!(sink = %name, broker = %shown, topic = %mqtt.alert.topic, "mqtt alert sink started");
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod alerts;
 pub mod daemon;
 pub mod influxd;
 pub mod mosquitto;

@@ -20,7 +20,6 @@ use super::acks::AckBook;
 use super::backoff::{Backoff, jitter};
 use super::bad::{self, BadLog};
 use super::batch::BatchBuilder;
-use crate::mqtt_client as connect;
 use super::route::Router;
 use crate::ack::CommitTracker;
 use crate::config::MqttSourceConfig;
@@ -28,6 +27,7 @@ use crate::ingest::{BadPayload, BadReason};
 use crate::live::SourceHandle;
 use crate::metrics::{Counter, Gauge, Metrics, SourceLabel, SourceReasonLabel};
 use crate::model::{Batch, NS_PER_SEC, Quality, TimeNs, now_ns};
+use crate::mqtt_client as connect;
 
 /// Capacity of rumqttc's request channel (acknowledgements, subscriptions, the disconnect).
 /// The acknowledging task waits when it is full; the polling task drains it.
