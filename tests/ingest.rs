@@ -168,6 +168,29 @@ async fn invalid_json_is_400_naming_the_reason_and_counted() {
         "{health}"
     );
     assert_eq!(health["readings"], 0);
+    assert_eq!(
+        health["bad_payloads"]["invalid_json"]["count"], 1,
+        "{health}"
+    );
+    assert!(
+        health["bad_payloads"]["invalid_json"]["last_example"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", running.web_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("edgewatch_source_bad_payloads_total{")
+                && l.contains("reason=\"invalid_json\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
     stop(running, shutdown).await;
 }
 

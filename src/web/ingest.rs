@@ -119,9 +119,24 @@ fn refuse(
         Some(r) => format!("{}: {message}", r.as_str()),
         None => message.clone(),
     };
+    if let Some(r) = reason {
+        metrics
+            .source_bad_payloads
+            .get_or_create(&crate::metrics::SourceReasonLabel {
+                source: ingest.source.to_string(),
+                reason: r.as_str().to_string(),
+            })
+            .inc();
+    }
     ingest.health.update(|h| {
         h.errors += 1;
         h.last_error = Some(last);
+        if let Some(r) = reason {
+            let stat = h.bad_payloads.entry(r.as_str().to_string()).or_default();
+            stat.count += 1;
+            stat.last_example = message.chars().take(240).collect();
+            stat.last_time = crate::model::now_ns();
+        }
     });
     let mut error = ApiError::new(status, message);
     if let Some(r) = reason {
