@@ -139,6 +139,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 sources.spawn(sim::run(
                     sim_config.clone(),
                     name,
+                    source.tags.clone(),
                     start,
                     batch_tx.clone(),
                     health,
@@ -147,11 +148,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 ));
             }
             SourceKind::Http(http) => {
-                ingest = Some(ingest_handle(&source.name, http, &batch_tx, health)?);
+                let mut handle = ingest_handle(&source.name, http, &batch_tx, health)?;
+                handle.tags = source.tags.clone();
+                ingest = Some(handle);
             }
             SourceKind::Mqtt(mqtt_config) => {
-                let source = mqtt::MqttSource::new(&source.name, mqtt_config, &config.gateway.id)
-                    .with_context(|| format!("source {}", source.name))?;
+                let source = mqtt::MqttSource::new(
+                    &source.name,
+                    mqtt_config,
+                    &config.gateway.id,
+                    &source.tags,
+                )
+                .with_context(|| format!("source {}", source.name))?;
                 sources.spawn(source.run(
                     batch_tx.clone(),
                     health,
@@ -236,6 +244,7 @@ fn ingest_handle(
         tx: IngestSender::new(batch_tx.clone()),
         health,
         pipeline_wait: PIPELINE_WAIT,
+        tags: Default::default(),
     })
 }
 

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use crate::config::StoreConfig;
 use crate::forward::line_protocol::{EncodeError, Point, Precision, encode};
-use crate::forward::points::{PointTags, event_point, outbox_point, rollup_point};
+use crate::forward::points::{PointTags, add_series_tags, event_point, outbox_point, rollup_point};
 use crate::model::{AnomalyEvent, Stats, TimeNs, format_time};
 use crate::store::{EventFilter, OutboxEntry, Store, StoreError};
 
@@ -148,6 +148,7 @@ fn export_paged(
     match options.what {
         What::Rollups => {
             sink.header(&[&["sensor", "field"], ROLLUP_COLUMNS])?;
+            let sensor_tags = store.sensor_tags()?;
             for (series, source) in store.series()? {
                 let rollups = store.rollups(
                     &series.sensor,
@@ -163,6 +164,7 @@ fn export_paged(
                         start: r.start,
                         length_ns: r.length_ns,
                         stats: &r.stats,
+                        tags: sensor_tags.get(&*series.sensor),
                     };
                     sink.rollup(None, &rollup)?;
                 }
@@ -199,6 +201,7 @@ fn export_paged(
                             start,
                             length_ns,
                             stats,
+                            tags,
                         } if in_range(*start) => {
                             let rollup = RollupRef {
                                 sensor,
@@ -207,6 +210,7 @@ fn export_paged(
                                 start: *start,
                                 length_ns: *length_ns,
                                 stats,
+                                tags: Some(tags),
                             };
                             sink.backlog_rollup(*seq, entry, &rollup)?;
                         }
@@ -253,6 +257,7 @@ struct RollupRef<'a> {
     start: TimeNs,
     length_ns: i64,
     stats: &'a Stats,
+    tags: Option<&'a crate::model::Tags>,
 }
 
 /// The output: formats records and counts them.
@@ -284,7 +289,7 @@ impl Sink<'_> {
     fn rollup(&mut self, seq: Option<u64>, r: &RollupRef<'_>) -> io::Result<()> {
         match self.format {
             Format::Lp => {
-                let point = rollup_point(
+                let mut point = rollup_point(
                     r.sensor,
                     r.field,
                     r.source,
@@ -293,6 +298,9 @@ impl Sink<'_> {
                     r.stats,
                     self.tags,
                 );
+                if let Some(tags) = r.tags {
+                    add_series_tags(&mut point, tags);
+                }
                 self.point(&point)
             }
             Format::Csv => {

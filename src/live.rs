@@ -25,6 +25,8 @@ pub struct FieldState {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SensorState {
     pub source: String,
+    /// The sensor's tags (source config, MQTT topic), empty when it has none.
+    pub tags: crate::model::Tags,
     pub fields: BTreeMap<String, FieldState>,
 }
 

@@ -89,6 +89,10 @@ pub struct Reading {
     pub quality: Quality,
 }
 
+/// Tags of a sensor (the source's static `tags` and those captured from an MQTT topic),
+/// forwarded with its rollups.
+pub type Tags = std::collections::BTreeMap<String, String>;
+
 /// Readings from one source, handed to the pipeline together to keep per-message overhead low.
 #[derive(Clone, Debug)]
 pub struct Batch {
@@ -101,6 +105,9 @@ pub struct Batch {
     /// The readings may have been delivered before (an MQTT redelivery after a reconnect or a
     /// restart): the pipeline drops those whose (series, time) is already stored raw.
     pub redelivered: bool,
+    /// Tags of sensors in this batch, announced when a sensor is first seen by the source or
+    /// its tags change (not with every reading).
+    pub tags: Vec<(Arc<str>, Arc<Tags>)>,
 }
 
 impl Batch {
@@ -110,6 +117,7 @@ impl Batch {
             readings,
             commit: None,
             redelivered: false,
+            tags: Vec::new(),
         }
     }
 }

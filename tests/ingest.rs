@@ -333,3 +333,80 @@ async fn without_a_token_configured_none_is_needed_and_without_an_http_source_th
     assert_eq!(answer["error"]["status"], 404);
     stop(running, shutdown).await;
 }
+
+/// Tags from the source's config and from the topic (`topic_template`) reach the API and every
+/// rollup's outbox entry, which is what the forwarder writes to InfluxDB as tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_and_source_tags_reach_the_api_and_the_forwarded_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[gateway]
+id = "gw-tags"
+[store]
+path = "{}"
+[web]
+listen = "127.0.0.1:0"
+[pipeline]
+snapshot_interval_ms = 50
+[[sources]]
+type = "http"
+name = "plant-http"
+topic_template = "plant/{{line}}/sensors/{{sensor_id}}"
+tags = {{ site = "plant-3" }}
+"#,
+        dir.path().join("s.redb").display()
+    );
+    let shutdown = CancellationToken::new();
+    let running = app::start(config::load_str(&text).unwrap(), shutdown.clone())
+        .await
+        .unwrap();
+    let now = edgewatch::model::format_time(edgewatch::model::now_ns());
+    let response = reqwest::Client::new()
+        .post(format!("{}?topic=plant/line-7/sensors/p-9", url(&running)))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"timestamp":"{now}","temperature":20.5}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sensor = loop {
+        let sensors: Value = reqwest::get(format!("http://{}/api/v1/sensors", running.web_addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(s) = sensors
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "p-9")
+        {
+            break s.clone();
+        }
+        assert!(Instant::now() < deadline, "p-9 never appeared: {sensors}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        sensor["tags"],
+        serde_json::json!({"line": "line-7", "site": "plant-3"})
+    );
+    let store = running.store.clone();
+    stop(running, shutdown).await;
+    // The clean shutdown flushed the open window: its rollup carries the tags.
+    let entries = store.outbox_after(0, usize::MAX).unwrap();
+    let tags: Vec<_> = entries
+        .iter()
+        .filter_map(|(_, e)| match e {
+            edgewatch::store::OutboxEntry::Rollup { sensor, tags, .. } if sensor == "p-9" => {
+                Some(tags.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tags.len(), 1, "{entries:?}");
+    assert_eq!(tags[0]["line"], "line-7");
+    assert_eq!(tags[0]["site"], "plant-3");
+}

@@ -138,13 +138,32 @@ pub fn outbox_point(entry: &OutboxEntry, tags: &PointTags) -> Option<Point> {
             start,
             length_ns,
             stats,
-        } => (stats.count > 0)
-            .then(|| rollup_point(sensor, field, source, *start, *length_ns, stats, tags)),
+            tags: series_tags,
+        } => (stats.count > 0).then(|| {
+            let mut point = rollup_point(sensor, field, source, *start, *length_ns, stats, tags);
+            add_series_tags(&mut point, series_tags);
+            point
+        }),
         OutboxEntry::Event(event) => Some(event_point(event, "", tags)),
     }
 }
 
 /// Edgewatch's own tags followed by the static tags whose names it does not use.
+/// Adds a sensor's own tags (from its source's config or its MQTT topic) to a rollup point.
+/// They win over static tags of the same name; the names edgewatch sets itself (`gateway`,
+/// `source`, `sensor`, `field`) are never replaced.
+pub fn add_series_tags(point: &mut Point, series: &crate::model::Tags) {
+    for (k, v) in series {
+        if ["gateway", "source", "sensor", "field"].contains(&k.as_str()) {
+            continue;
+        }
+        match point.tags.iter_mut().find(|(name, _)| name == k) {
+            Some(existing) => existing.1 = v.clone(),
+            None => point.tags.push((k.clone(), v.clone())),
+        }
+    }
+}
+
 fn with_static_tags(own: &[(&str, &str)], tags: &PointTags) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = own
         .iter()
@@ -290,6 +309,7 @@ mod tests {
             start: parse_time("2026-11-26T10:00:00Z").unwrap(),
             length_ns: 60 * NS_PER_SEC,
             stats: stats(),
+            tags: Default::default(),
         };
         let first = line(&outbox_point(&entry, &tags()).unwrap());
         let again = line(&outbox_point(&entry.clone(), &tags()).unwrap());
@@ -325,7 +345,39 @@ mod tests {
                 count: 0,
                 ..stats()
             },
+            tags: Default::default(),
         };
         assert_eq!(outbox_point(&entry, &tags()), None);
+    }
+
+    #[test]
+    fn a_rollup_carries_its_sensor_tags_which_win_over_static_ones_but_not_over_its_identity() {
+        let entry = OutboxEntry::Rollup {
+            sensor: "p-101".into(),
+            field: "temperature".into(),
+            source: "plant-broker".into(),
+            start: 0,
+            length_ns: 60 * NS_PER_SEC,
+            stats: stats(),
+            tags: [
+                ("line", "line-2"),
+                ("site", "from-topic"),
+                ("sensor", "other"),
+                ("gateway", "other"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        };
+        let mut static_tags = tags();
+        static_tags
+            .static_tags
+            .insert("site".into(), "from-config".into());
+        let text = line(&outbox_point(&entry, &static_tags).unwrap());
+        assert!(text.contains(",line=line-2"), "{text}");
+        assert!(text.contains(",site=from-topic"), "{text}");
+        assert!(!text.contains("from-config"), "{text}");
+        assert!(text.contains(",sensor=p-101"), "{text}");
+        assert!(!text.contains("=other"), "{text}");
     }
 }

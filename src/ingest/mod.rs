@@ -19,6 +19,7 @@
 
 mod json;
 mod line_protocol;
+pub mod tags;
 #[cfg(test)]
 mod tests;
 mod time;
@@ -209,6 +210,11 @@ impl Decoder {
 
     /// Tags captured from the topic by `topic_template` (every placeholder except
     /// `{sensor_id}` and `{field}`), for the sensor the topic names.
+    /// Whether `topic_template` captures any tag.
+    pub fn captures_tags(&self) -> bool {
+        self.template.as_ref().is_some_and(|t| t.has_tags())
+    }
+
     pub fn topic_tags(&self, topic: &str) -> Vec<(Arc<str>, Arc<str>)> {
         match &self.template {
             Some(template) => template.tags(topic),

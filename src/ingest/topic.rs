@@ -85,6 +85,14 @@ impl Template {
         Ok(Template { segments })
     }
 
+    /// Whether the template captures any tag (a placeholder other than `{sensor_id}` and
+    /// `{field}`).
+    pub fn has_tags(&self) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Capture(Capture::Tag(_))))
+    }
+
     /// Whether the template names `{sensor_id}`.
     pub fn has_sensor_id(&self) -> bool {
         self.segments.contains(&Segment::Capture(Capture::SensorId))

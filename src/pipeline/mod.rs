@@ -76,6 +76,8 @@ pub struct Pipeline {
     counters: PipelineCounters,
     out: WriteBatch,
     closed: Vec<(usize, TimeNs, Stats)>,
+    /// The newest tags announced per sensor.
+    tags: HashMap<Arc<str>, Arc<crate::model::Tags>>,
 }
 
 impl Pipeline {
@@ -111,6 +113,7 @@ impl Pipeline {
             counters: PipelineCounters::default(),
             out,
             closed: Vec::new(),
+            tags: HashMap::new(),
         }
     }
 
@@ -161,7 +164,16 @@ impl Pipeline {
             readings,
             commit,
             redelivered: _,
+            tags,
         } = batch;
+        for (sensor, tags) in tags {
+            if self.tags.get(&sensor) != Some(&tags) {
+                self.out
+                    .sensor_tags
+                    .push((sensor.to_string(), (*tags).clone()));
+                self.tags.insert(sensor, tags);
+            }
+        }
         let latest_trusted = now.saturating_add(self.settings.max_future_ns);
         for mut r in readings {
             self.counters.readings += 1;
@@ -303,6 +315,11 @@ impl Pipeline {
                 .entry(s.key.sensor.to_string())
                 .or_insert_with(|| SensorState {
                     source: s.source.to_string(),
+                    tags: self
+                        .tags
+                        .get(&s.key.sensor)
+                        .map(|t| (**t).clone())
+                        .unwrap_or_default(),
                     ..SensorState::default()
                 });
             if let Some((time, value, quality)) = s.latest {

@@ -340,3 +340,26 @@ fn after_a_crash_the_restored_windows_give_the_rollups_of_an_uninterrupted_run()
         assert!(kept.open.is_empty(), "a flush leaves no checkpoint behind");
     }
 }
+
+#[test]
+fn sensor_tags_are_handed_to_the_store_only_when_new_or_changed() {
+    let mut p = pipeline(&[]);
+    let tags = |line: &str| -> Arc<crate::model::Tags> {
+        Arc::new([("line".to_string(), line.to_string())].into())
+    };
+    let mut b = batch(&[("a", T0, 1.0)]);
+    b.tags = vec![("a".into(), tags("l1"))];
+    p.ingest(b.clone(), T0);
+    assert_eq!(p.take_output().sensor_tags.len(), 1);
+    p.ingest(b, T0);
+    assert!(p.take_output().sensor_tags.is_empty(), "unchanged");
+    let mut moved = batch(&[("a", T0 + S, 1.0)]);
+    moved.tags = vec![("a".into(), tags("l2"))];
+    p.ingest(moved, T0);
+    let out = p.take_output();
+    assert_eq!(
+        out.sensor_tags,
+        vec![("a".to_string(), (*tags("l2")).clone())]
+    );
+    assert_eq!(p.snapshot(T0).sensors["a"].tags, *tags("l2"));
+}

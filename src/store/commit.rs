@@ -43,6 +43,7 @@ pub(super) fn write(inner: &Inner, batch: &WriteBatch) -> Result<CommitReport, S
             report.raw_written = write_raw(&txn, &mut series, batch, inner.fold_records)?;
         }
         let mut outbox = Vec::with_capacity(batch.rollups.len() + batch.events.len());
+        super::sensor_tags::write(&txn, &batch.sensor_tags)?;
         write_rollups(&txn, &mut series, batch, &mut report, &mut outbox)?;
         write_events(&txn, batch, &mut report, &mut outbox)?;
         super::open_windows::write(&txn, &mut series, batch)?;
@@ -182,6 +183,7 @@ fn write_rollups(
         return Ok(());
     }
     let mut table = txn.open_table(ROLLUPS)?;
+    let mut tags = super::sensor_tags::Lookup::new(txn)?;
     let mut order = Vec::new();
     let mut pending: HashMap<SeriesTime, PendingRollup> = HashMap::new();
     for rollup in &batch.rollups {
@@ -229,6 +231,7 @@ fn write_rollups(
             start: key.time,
             length_ns: p.length_ns,
             stats: p.stats,
+            tags: tags.of(&p.series.sensor)?,
         });
     }
     Ok(())

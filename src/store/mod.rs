@@ -27,6 +27,7 @@ mod commit;
 mod dedup;
 mod open_windows;
 mod retention;
+mod sensor_tags;
 mod sinks;
 mod tables;
 #[cfg(test)]
@@ -72,6 +73,9 @@ pub struct WriteBatch {
     pub rollups: Vec<Rollup>,
     /// Anomaly events, upserted by id and queued in the outbox.
     pub events: Vec<AnomalyEvent>,
+    /// Sensors whose tags are new or changed: stored, and carried by their rollups' outbox
+    /// entries from this commit on.
+    pub sensor_tags: Vec<(String, crate::model::Tags)>,
     /// Checkpoints of windows still open in the pipeline (upserted), restored after a crash.
     pub open_windows: Vec<Rollup>,
     /// Windows that became rollups in this batch: their checkpoints are deleted.
@@ -87,6 +91,7 @@ impl WriteBatch {
             + self.rollups.len()
             + self.events.len()
             + self.open_windows.len()
+            + self.sensor_tags.len()
             + self.closed_windows.len()
     }
 
@@ -107,6 +112,7 @@ impl WriteBatch {
         self.rollups.append(&mut other.rollups);
         self.events.append(&mut other.events);
         self.open_windows.append(&mut other.open_windows);
+        self.sensor_tags.append(&mut other.sensor_tags);
         self.closed_windows.append(&mut other.closed_windows);
         self.acks.append(&mut other.acks);
     }
@@ -154,6 +160,9 @@ pub enum OutboxEntry {
         start: TimeNs,
         length_ns: i64,
         stats: Stats,
+        /// The sensor's tags when the rollup was written (left out when there are none).
+        #[serde(default, skip_serializing_if = "crate::model::Tags::is_empty")]
+        tags: crate::model::Tags,
     },
     Event(AnomalyEvent),
 }
@@ -331,6 +340,7 @@ impl Store {
             txn.open_table(OUTBOX_BY_TIME)?;
             txn.open_table(CURSORS)?;
             txn.open_table(tables::OPEN_WINDOWS)?;
+            txn.open_table(tables::SENSOR_TAGS)?;
             sinks::create_tables(&txn)?;
         }
         txn.commit()?;

@@ -47,6 +47,8 @@ pub(super) const ROLLUPS: TableDefinition<SeriesTime, &[u8]> = TableDefinition::
 /// deleted in the commit that holds the rollup it became. Restored after a crash.
 pub(super) const OPEN_WINDOWS: TableDefinition<SeriesTime, &[u8]> =
     TableDefinition::new("open_windows");
+/// sensor id → serde_json of its [`crate::model::Tags`] (the newest announced).
+pub(super) const SENSOR_TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("sensor_tags");
 /// event id → serde_json of [`AnomalyEvent`] (latest state of the episode).
 pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// outbox sequence → serde_json of [`OutboxEntry`].
@@ -310,6 +312,16 @@ pub(super) fn encode_json<T: serde::Serialize>(
     })
 }
 
+pub(super) fn decode_json<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    data: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(data).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
+}
+
 pub(super) fn decode_event(data: &[u8]) -> Result<AnomalyEvent, StoreError> {
     serde_json::from_slice(data).map_err(|e| StoreError::Corrupt {
         table: "events",
@@ -379,6 +391,7 @@ mod tests {
                 start: 0,
                 length_ns: 60,
                 stats,
+                tags: [("line".to_string(), "l1".to_string())].into(),
             },
             OutboxEntry::Event(AnomalyEvent {
                 id: 3,

@@ -84,6 +84,7 @@ fn outbox_rollup(r: &Rollup, source: &str) -> OutboxEntry {
         start: r.start,
         length_ns: r.length_ns,
         stats: r.stats,
+        tags: Default::default(),
     }
 }
 
@@ -258,6 +259,7 @@ proptest! {
                     start,
                     length_ns: 60 * NS_PER_SEC,
                     stats,
+                    tags: Default::default(),
                 });
             }
             for (id, cleared) in event_specs {

@@ -315,6 +315,8 @@ impl From<&FieldState> for FieldView {
 struct SensorView<'a> {
     id: &'a str,
     source: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    tags: &'a BTreeMap<String, String>,
     fields: BTreeMap<&'a str, FieldView>,
 }
 
@@ -323,6 +325,7 @@ impl<'a> SensorView<'a> {
         SensorView {
             id,
             source: &sensor.source,
+            tags: &sensor.tags,
             fields: sensor
                 .fields
                 .iter()

@@ -80,6 +80,8 @@ pub struct IngestHandle {
     pub health: SourceHandle,
     /// How long a request waits for room in the pipeline's channel ([`PIPELINE_WAIT`]).
     pub pipeline_wait: Duration,
+    /// The source's static tags (`sources[].tags`).
+    pub tags: crate::model::Tags,
 }
 
 /// Compares a given secret with the expected one in time that depends only on the
@@ -272,7 +274,13 @@ pub(super) async fn ingest(
     }
     let n = readings.len();
     if n > 0 {
-        let batch = Batch::new(ingest.source.clone(), readings);
+        let mut batch = Batch::new(ingest.source.clone(), readings);
+        // Each request announces its sensors' tags; the pipeline stores only changes.
+        crate::ingest::tags::TagAnnouncer::new(&ingest.tags, decoder.captures_tags()).announce(
+            &batch.readings,
+            || decoder.topic_tags(topic),
+            &mut batch.tags,
+        );
         match tokio::time::timeout(ingest.pipeline_wait, tx.send(batch)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {

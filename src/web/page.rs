@@ -162,9 +162,13 @@ pub async fn sensor(
         Some(s) => {
             let _ = write!(
                 b,
-                "<div class=\"meta\"><span>source {}</span></div>",
+                "<div class=\"meta\"><span>source {}</span>",
                 Esc(&s.source)
             );
+            for (k, v) in &s.tags {
+                let _ = write!(b, "<span>{}={}</span>", Esc(k), Esc(v));
+            }
+            b.push_str("</div>");
             b.push_str("<h2>Latest values</h2>");
             field_table(&mut b, s, now);
         }

@@ -4,9 +4,11 @@
 //! A batch holds either only first deliveries or only possible redeliveries, because the
 //! pipeline checks a redelivered batch against the store reading by reading.
 
+use std::sync::Arc;
+
 use rumqttc::Publish;
 
-use crate::model::Reading;
+use crate::model::{Reading, Tags};
 
 /// A batch is sent once it holds this many readings...
 pub const MAX_READINGS: usize = 1000;
@@ -21,6 +23,8 @@ pub struct BatchBuilder {
     /// QoS 1 messages to acknowledge once the batch is committed, in order of arrival,
     /// including refused ones and ones without readings.
     acks: Vec<Publish>,
+    /// Tags of sensors seen for the first time, announced with this batch.
+    pub tags: Vec<(Arc<str>, Arc<Tags>)>,
     messages: usize,
     redelivered: bool,
 }
@@ -30,6 +34,7 @@ pub struct BatchBuilder {
 pub struct Built {
     pub readings: Vec<Reading>,
     pub acks: Vec<Publish>,
+    pub tags: Vec<(Arc<str>, Arc<Tags>)>,
     pub redelivered: bool,
 }
 
@@ -66,6 +71,7 @@ impl BatchBuilder {
         let built = Built {
             readings: std::mem::take(&mut self.readings),
             acks: std::mem::take(&mut self.acks),
+            tags: std::mem::take(&mut self.tags),
             redelivered: self.redelivered,
         };
         self.messages = 0;

@@ -20,6 +20,11 @@ pub struct Router {
 }
 
 impl Router {
+    /// Whether some subscription's topic template captures tags.
+    pub fn captures_tags(&self) -> bool {
+        self.routes.iter().any(|r| r.decoder.captures_tags())
+    }
+
     /// Compiles every subscription's mapping; fails naming the filter whose mapping is bad.
     pub fn new(subscriptions: &[Subscription]) -> anyhow::Result<Router> {
         let routes = subscriptions

@@ -23,6 +23,7 @@ use super::batch::BatchBuilder;
 use super::route::Router;
 use crate::ack::CommitTracker;
 use crate::config::MqttSourceConfig;
+use crate::ingest::tags::TagAnnouncer;
 use crate::ingest::{BadPayload, BadReason};
 use crate::live::SourceHandle;
 use crate::metrics::{Counter, Gauge, Metrics, SourceLabel, SourceReasonLabel};
@@ -48,12 +49,19 @@ pub struct MqttSource {
     broker: String,
     backoff: Backoff,
     persistent: bool,
+    tags: crate::model::Tags,
 }
 
 impl MqttSource {
     /// Builds the client options (TLS files are read here) and compiles the mappings. The
     /// client id defaults to `edgewatch-<gateway>-<name>`.
-    pub fn new(name: &str, config: &MqttSourceConfig, gateway: &str) -> anyhow::Result<Self> {
+    /// `tags` are the source's static tags (`sources[].tags`).
+    pub fn new(
+        name: &str,
+        config: &MqttSourceConfig,
+        gateway: &str,
+        tags: &crate::model::Tags,
+    ) -> anyhow::Result<Self> {
         let conn = &config.connection;
         let client_id = conn.client_id_or(gateway, name);
         let mut options = connect::options(conn, &client_id, config.clean_session, true)?;
@@ -91,6 +99,7 @@ impl MqttSource {
                 Duration::from_secs(conn.reconnect_max_secs),
             ),
             persistent: !config.clean_session,
+            tags: tags.clone(),
         })
     }
 
@@ -163,6 +172,7 @@ impl MqttSource {
         let mut poller = Poller {
             name: self.name,
             broker: self.broker,
+            announcer: TagAnnouncer::new(&self.tags, self.router.captures_tags()),
             router: self.router,
             filters: self.filters,
             client,
@@ -273,6 +283,7 @@ struct Poller {
     name: Arc<str>,
     broker: String,
     router: Router,
+    announcer: TagAnnouncer,
     filters: Vec<SubscribeFilter>,
     client: AsyncClient,
     tx: mpsc::Sender<Batch>,
@@ -466,12 +477,21 @@ impl Poller {
         self.batch.begin(maybe_seen);
         let start = self.batch.readings.len();
         let decoded = match self.router.route(&publish.topic) {
-            Some(route) => route.decoder.decode(
-                &publish.topic,
-                &publish.payload,
-                arrival,
-                &mut self.batch.readings,
-            ),
+            Some(route) => route
+                .decoder
+                .decode(
+                    &publish.topic,
+                    &publish.payload,
+                    arrival,
+                    &mut self.batch.readings,
+                )
+                .inspect(|_| {
+                    self.announcer.announce(
+                        &self.batch.readings[start..],
+                        || route.decoder.topic_tags(&publish.topic),
+                        &mut self.batch.tags,
+                    )
+                }),
             None => Err(BadPayload {
                 reason: BadReason::TopicMismatch,
                 detail: "no subscription of this source matches the topic (one left in the \
@@ -532,6 +552,7 @@ impl Poller {
         let readings = built.readings.len() as u64;
         let mut batch = Batch::new(self.name.clone(), built.readings);
         batch.redelivered = built.redelivered;
+        batch.tags = built.tags;
         if !built.acks.is_empty() {
             let mark = self.tracker.mark();
             lock(&self.book).push(mark.seq(), built.acks);
@@ -743,14 +764,17 @@ mod tests {
             ca_file: "/nonexistent/ca.pem".into(),
             ..TlsConfig::default()
         });
-        let error = MqttSource::new("m", &config, "gw").err().expect("refused");
+        let error = MqttSource::new("m", &config, "gw", &Default::default())
+            .err()
+            .expect("refused");
         let text = format!("{error:#}");
         assert!(text.contains("tls.ca_file /nonexistent/ca.pem"), "{text}");
     }
 
     #[tokio::test]
     async fn a_dead_broker_is_retried_with_backoff_and_shutdown_stops_at_once() {
-        let source = MqttSource::new("m", &config(closed_port()), "gw").unwrap();
+        let source =
+            MqttSource::new("m", &config(closed_port()), "gw", &Default::default()).unwrap();
         let registry = SourceRegistry::default();
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();

@@ -54,9 +54,11 @@ enum Stop {
 /// is behind. Readings keep their event time either way; they only arrive later.
 ///
 /// Cancellation is noticed while waiting for a tick and while waiting on a full channel.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: SimConfig,
     name: Arc<str>,
+    tags: crate::model::Tags,
     start: TimeNs,
     tx: mpsc::Sender<Batch>,
     health: SourceHandle,
@@ -64,6 +66,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut generator = SimGenerator::new(&config, start);
+    let mut announcer = crate::ingest::tags::TagAnnouncer::new(&tags, false);
     // Resolved once: looking the label up per batch would allocate its String every tick.
     let delivered = metrics
         .source_readings
@@ -107,7 +110,9 @@ pub async fn run(
 
         let tick = generator.tick();
         let count = tick.readings.len() as u64;
-        let batch = Batch::new(name.clone(), tick.readings);
+        let mut batch = Batch::new(name.clone(), tick.readings);
+        // The source's static tags, announced once per sensor (with its first reading).
+        announcer.announce(&batch.readings, Vec::new, &mut batch.tags);
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Stop::Shutdown,
@@ -178,6 +183,7 @@ mod tests {
             let task = tokio::spawn(run(
                 config,
                 "sim".into(),
+                Default::default(),
                 start,
                 tx,
                 harness.registry.register("sim", "sim"),

@@ -60,6 +60,7 @@ async fn start(capacity: usize) -> Ingest {
             tx: tx.clone(),
             health: sources.register("plant-http", "http"),
             pipeline_wait: Duration::from_millis(200),
+            tags: Default::default(),
         }),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -182,6 +182,7 @@ fn snapshot() -> LiveSnapshot {
         "p-101".to_string(),
         SensorState {
             source: "plant-broker".into(),
+            tags: BTreeMap::from([("line".to_string(), "line-1".to_string())]),
             fields: BTreeMap::from([
                 ("temperature".to_string(), field(71.2, t0(), Some(70.9))),
                 ("pressure".to_string(), field(3.91, now, None)),
@@ -192,6 +193,7 @@ fn snapshot() -> LiveSnapshot {
         HOSTILE_ID.to_string(),
         SensorState {
             source: "<b>evil</b>".into(),
+            tags: BTreeMap::from([("<s>k</s>".to_string(), "<u>v</u>".to_string())]),
             fields: BTreeMap::from([("<i>f</i>".to_string(), field(1.5, now, Some(1.5)))]),
         },
     );
@@ -268,6 +270,11 @@ async fn status_page_escapes_a_hostile_sensor_id_and_links_to_its_page() {
     assert_eq!(status, 200);
     assert!(!sensor_page.contains("<script>"));
     assert!(sensor_page.contains("Sensor &lt;script&gt;"));
+    assert!(!sensor_page.contains("<s>k") && !sensor_page.contains("<u>v"));
+    assert!(
+        sensor_page.contains("&lt;s&gt;k&lt;/s&gt;=&lt;u&gt;v&lt;/u&gt;"),
+        "tags shown, escaped"
+    );
 }
 
 #[tokio::test]
@@ -279,6 +286,7 @@ async fn sensors_api_returns_one_object_per_sensor_with_its_fields() {
     assert_eq!(sensors.len(), 2);
     let p101 = sensors.iter().find(|s| s["id"] == "p-101").unwrap();
     assert_eq!(p101["source"], "plant-broker");
+    assert_eq!(p101["tags"], serde_json::json!({"line": "line-1"}));
     let temperature = &p101["fields"]["temperature"];
     assert_eq!(temperature["value"], 71.2);
     assert_eq!(temperature["time"], format_time(t0()));
