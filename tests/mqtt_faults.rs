@@ -27,6 +27,7 @@ use edgewatch::model::NS_PER_SEC;
 use edgewatch::store::Store;
 use mqtt_common::{
     Expected, assert_same, now_secs_ns, reference_payload, stored_raw, stored_rollups,
+    wait_subscribed,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -81,20 +82,6 @@ fn assert_store_holds_exactly(store: &Store, expected: &Expected) {
     assert_same("rollups (count, mean)", &rollups, &expected.rollups(WINDOW));
 }
 
-/// Waits until the broker's log shows the subscription `client_id qos filter`.
-fn wait_subscribed(broker: &Mosquitto, client_id: &str, filter: &str) {
-    let needle = format!(" {client_id} 1 {filter}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !broker.log().contains(&needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no subscription `{needle}` in the broker log:\n{}",
-            broker.log_tail()
-        );
-        sleep(Duration::from_millis(20));
-    }
-}
-
 fn load(text: &str) -> Config {
     config::load_str(text).unwrap_or_else(|e| panic!("test config: {e:?}\n{text}"))
 }
@@ -140,7 +127,7 @@ reconnect_max_secs = 1
     );
     let shutdown = CancellationToken::new();
     let running = app::start(load(&text), shutdown.clone()).await.unwrap();
-    tokio::task::block_in_place(|| wait_subscribed(broker, client_id, "stream/#"));
+    tokio::task::block_in_place(|| wait_subscribed(broker, client_id, &["stream/#"]));
     (running, shutdown)
 }
 
@@ -438,7 +425,7 @@ reconnect_max_secs = 1
         }
     };
     let mut daemon = spawn();
-    wait_subscribed(&broker, "it-kill-daemon", "stream/#");
+    wait_subscribed(&broker, "it-kill-daemon", &["stream/#"]);
 
     // The stream, published from its own runtime at a steady pace while this thread kills.
     let t0 = now_secs_ns() - 120 * NS_PER_SEC;

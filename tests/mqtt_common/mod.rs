@@ -1,6 +1,7 @@
 //! What the MQTT acceptance tests (`tests/mqtt_*.rs`) share: payloads written independently of
 //! the daemon's own formatting, the readings a test published and the rollups they must give,
-//! and readers of the store, the JSON API and `/metrics`.
+//! readers of the store, the JSON API and `/metrics`, and an in-process daemon with one mqtt
+//! source. Each test file includes it with `mod mqtt_common;` next to `mod support;`.
 //!
 //! Values in the tests are multiples of a power of two (71.25, 3.875, ...) wherever a window
 //! holds more than two of them, so that a sum is exact in any order: a rollup merged from
@@ -12,17 +13,26 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use edgewatch::app::{self, Running};
+use edgewatch::config;
 use edgewatch::model::{NS_PER_SEC, Quality, SeriesKey};
 use edgewatch::store::Store;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::{format_description, offset};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::mosquitto::Mosquitto;
+use crate::support::mqtt::{Client, connect};
 
 /// (sensor, field, window start) → (count, mean).
 pub type Rollups = BTreeMap<(String, String, i64), (u64, f64)>;
 
 /// (sensor, field) → every (time, value), ordered by time.
 pub type Raw = BTreeMap<(String, String), Vec<(i64, f64)>>;
+
+/// (sensor, field) → every (time, value, quality), ordered by time.
+pub type RawWithQuality = BTreeMap<(String, String), Vec<(i64, f64, Quality)>>;
 
 /// Whole seconds of the gateway clock, as nanoseconds: a base for event times.
 pub fn now_secs_ns() -> i64 {
@@ -127,9 +137,7 @@ impl Expected {
 }
 
 /// Every raw reading in the store with its quality, by series.
-pub fn stored_raw_with_quality(
-    store: &Store,
-) -> BTreeMap<(String, String), Vec<(i64, f64, Quality)>> {
+pub fn stored_raw_with_quality(store: &Store) -> RawWithQuality {
     let mut out = BTreeMap::new();
     for (series, _) in store.series().unwrap() {
         let list = store.raw(&series, i64::MIN, i64::MAX, usize::MAX).unwrap();
@@ -303,8 +311,8 @@ pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
     })
 }
 
-/// Polls `check` (async) every 100 ms until it returns `Some`, for at most `limit`; then
-/// panics with `what` and the last value `describe` gave.
+/// Polls `check` every 100 ms until it returns `Ok`, for at most `limit`; then panics with
+/// `what` and the last `Err` (a description of what was seen).
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -320,4 +328,82 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// A daemon config: the store in `dir`, the web on a free port, one-second windows without
+/// lateness, commits every 50 ms, and one mqtt source `m` on 127.0.0.1 whose other keys
+/// (port, client id, credentials, subscriptions) are `source`.
+pub fn daemon_config(dir: &std::path::Path, gateway: &str, source: &str) -> config::Config {
+    let text = format!(
+        r#"
+[gateway]
+id = "{gateway}"
+[store]
+path = "{}"
+commit_interval_ms = 50
+[web]
+listen = "127.0.0.1:0"
+[pipeline]
+window_secs = 1
+allowed_lateness_secs = 0
+snapshot_interval_ms = 50
+[log]
+level = "warn"
+[[sources]]
+type = "mqtt"
+name = "m"
+host = "127.0.0.1"
+reconnect_initial_ms = 100
+reconnect_max_secs = 1
+{source}
+"#,
+        dir.join("edgewatch.redb").display()
+    );
+    config::load_str(&text).unwrap_or_else(|e| panic!("test config: {e:?}\n{text}"))
+}
+
+/// Starts the daemon in-process.
+pub async fn start(config: config::Config) -> (Running, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let running = app::start(config, shutdown.clone()).await.unwrap();
+    (running, shutdown)
+}
+
+/// Stops it cleanly (open windows flushed, last commit) within 10 s.
+pub async fn stop(running: Running, shutdown: CancellationToken) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running.wait())
+        .await
+        .expect("the daemon stops within 10 s")
+        .unwrap();
+}
+
+/// Waits until the broker has the subscriptions of `client_id`: a harness broker logs each
+/// one as `client_id qos filter` (log_type subscribe). Blocking.
+pub fn wait_subscribed(broker: &Mosquitto, client_id: &str, filters: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for filter in filters {
+        let needle = format!(" {client_id} 1 {filter}");
+        while !broker.log().contains(&needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no subscription `{needle}` in the broker log:\n{}",
+                broker.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// [`wait_subscribed`] from async code on a multi-threaded runtime.
+pub async fn subscribed(broker: &Mosquitto, client_id: &str, filters: &[&str]) {
+    tokio::task::block_in_place(|| wait_subscribed(broker, client_id, filters));
+}
+
+/// A connected test client `client_id` of `broker`.
+pub async fn publisher(broker: &Mosquitto, client_id: &str) -> Client {
+    connect(broker.mqtt_options(client_id))
+        .await
+        .unwrap_or_else(|e| panic!("publisher: {e}\n{}", broker.log_tail()))
+        .0
 }
