@@ -509,6 +509,11 @@ mod tests {
         tx.send(batch).await.unwrap();
         // Without the mark, these would wait an hour for the commit interval.
         assert!(stored_within(&store, 15, Duration::from_secs(5)).await);
+        // The writer releases the mark just after the commit is visible: wait for it too.
+        let until = Instant::now() + Duration::from_secs(5);
+        while tracker.committed() < 1 && Instant::now() < until {
+            sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(tracker.committed(), 1);
         drop(tx);
         task.await.unwrap();
