@@ -113,6 +113,39 @@ impl Client {
         .await;
     }
 
+    /// Publishes every `(topic, payload)` at QoS 1 with at most `window` (1 to 100, rumqttc's
+    /// default in-flight limit) waiting for their PUBACK, and waits for the last PUBACK.
+    /// Returns the number of PUBACKs received, which is the number of messages the broker
+    /// accepted (panics if one does not come within [`WAIT`] of the previous one, or the
+    /// connection ends). Call it on a client that publishes nothing else meanwhile.
+    pub async fn publish_all(
+        &mut self,
+        messages: impl IntoIterator<Item = (String, Vec<u8>)>,
+        window: usize,
+    ) -> u64 {
+        assert!((1..=100).contains(&window), "window {window}: 1 to 100");
+        let is_puback = |event: Event| matches!(event, Event::Incoming(Packet::PubAck(_)));
+        let (mut sent, mut acked) = (0u64, 0u64);
+        for (topic, payload) in messages {
+            while sent - acked >= window as u64 {
+                self.wait_for("PUBACK", |e| is_puback(e).then_some(()))
+                    .await;
+                acked += 1;
+            }
+            self.client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .expect("queue PUBLISH");
+            sent += 1;
+        }
+        while acked < sent {
+            self.wait_for("PUBACK", |e| is_puback(e).then_some(()))
+                .await;
+            acked += 1;
+        }
+        acked
+    }
+
     /// The next message; panics after [`WAIT`].
     pub async fn next_message(&mut self) -> Publish {
         self.wait_for("message", incoming_publish).await
