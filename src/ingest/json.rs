@@ -294,8 +294,9 @@ fn decode_object(
     };
 
     if decoder.fields.is_empty() {
-        let Json::Object(members) = object else {
-            unreachable!("decode_object is given objects only")
+        let members = match object {
+            Json::Object(members) => &members[..],
+            _ => &[],
         };
         let id_name = decoder.sensor_id.top_level_name();
         let time_name = decoder.time.as_ref().and_then(Pointer::top_level_name);
