@@ -9,7 +9,8 @@
 //! ```
 //!
 //! - Sensors `s-0001` … `s-NNNN` take turns (round robin); the timestamp is the wall-clock time
-//!   of publishing, UTC, with milliseconds.
+//!   of publishing, UTC, with milliseconds (`--timestamp-precision us`: microseconds, for
+//!   latency measurements such as `examples/mqtt_bench.rs`).
 //! - Values: each sensor has base levels drawn from the seed (temperature 40–75 °C, pressure
 //!   2–6 bar, vibration 0.3–1.0 mm/s, as the built-in simulated source), a slow sinusoid and
 //!   gaussian noise. With `--anomaly-every`, one sensor (drawn from the seed) reports its
@@ -81,7 +82,8 @@ does it take the plant's rate at QoS 1?
 Each message is one reading, published on <topic-prefix>/<sensor_id>, sensors taking turns:
   {\"sensor_id\":\"s-0042\",\"timestamp\":\"2026-11-26T10:00:00.120Z\",
    \"temperature\":71.23,\"pressure\":3.912,\"vibration\":0.421}
-The timestamp is the time of publishing (UTC). Values are plausible noise; with
+The timestamp is the time of publishing (UTC), with milliseconds (microseconds with
+--timestamp-precision us, for latency measurements). Values are plausible noise; with
 --anomaly-every one sensor reports a vibration spike (x6) once per period, so that rules fire.
 
 The run stops after --count messages or --duration-secs, whichever comes first. At QoS 1
@@ -154,12 +156,26 @@ pub struct MqttArgs {
     /// Seed of the values and of the anomalies' sensors: the same seed gives the same values.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Fractional digits of the payload's timestamp: ms (the reference format) or us, for
+    /// latency measurements finer than a millisecond (edgewatch's ingest latency histogram).
+    #[arg(long, value_enum, default_value_t = TimestampPrecision::Ms)]
+    pub timestamp_precision: TimestampPrecision,
     /// How long to wait for the broker to accept the connection, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout_secs: u64,
     /// How long to wait for the last acknowledgements (QoS 1) after publishing, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = positive)]
     pub ack_timeout_secs: f64,
+}
+
+/// Fractional digits of the timestamp in the payload.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimestampPrecision {
+    /// Milliseconds, `10:00:00.120Z`: the reference payload.
+    #[default]
+    Ms,
+    /// Microseconds, `10:00:00.120345Z`.
+    Us,
 }
 
 fn non_negative(s: &str) -> Result<f64, String> {
@@ -653,6 +669,7 @@ struct Publisher {
     topics: Vec<String>,
     sensors: Sensors,
     anomaly_every: Option<Duration>,
+    precision: TimestampPrecision,
     /// Messages handed to the client.
     queued: u64,
     anomalies: u64,
@@ -670,6 +687,7 @@ impl Publisher {
                 .collect(),
             sensors: Sensors::new(n, args.seed),
             anomaly_every: args.anomaly_every.map(Duration::from_secs_f64),
+            precision: args.timestamp_precision,
             queued: 0,
             anomalies: 0,
         }
@@ -713,7 +731,12 @@ impl Publisher {
                 let values = self
                     .sensors
                     .reading(sensor, (now - start).as_secs_f64(), spike);
-                let payload = payload(sensor, time::OffsetDateTime::now_utc(), values);
+                let payload = payload(
+                    sensor,
+                    time::OffsetDateTime::now_utc(),
+                    self.precision,
+                    values,
+                );
                 let publish = client.publish(self.topics[sensor].clone(), self.qos, false, payload);
                 // Publish first: it is ready at once unless the request queue is full (the
                 // broker is behind), and then the deadline and a lost connection end the wait.
@@ -763,11 +786,21 @@ fn sensor_id(index: usize) -> String {
     format!("s-{:04}", index + 1)
 }
 
-/// The reference payload. Numbers are rounded as a real sensor reports them.
-fn payload(sensor: usize, at: time::OffsetDateTime, [t, p, v]: [f64; 3]) -> String {
+/// The reference payload (with microseconds in the timestamp when asked). Numbers are
+/// rounded as a real sensor reports them.
+fn payload(
+    sensor: usize,
+    at: time::OffsetDateTime,
+    precision: TimestampPrecision,
+    [t, p, v]: [f64; 3],
+) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
+    let (fraction, width) = match precision {
+        TimestampPrecision::Ms => (at.millisecond() as u32, 3),
+        TimestampPrecision::Us => (at.microsecond(), 6),
+    };
     format!(
-        "{{\"sensor_id\":\"{}\",\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\
+        "{{\"sensor_id\":\"{}\",\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{fraction:0width$}Z\",\
          \"temperature\":{t:.2},\"pressure\":{p:.3},\"vibration\":{v:.3}}}",
         sensor_id(sensor),
         at.year(),
@@ -776,7 +809,6 @@ fn payload(sensor: usize, at: time::OffsetDateTime, [t, p, v]: [f64; 3]) -> Stri
         at.hour(),
         at.minute(),
         at.second(),
-        at.millisecond(),
     )
 }
 
@@ -867,14 +899,19 @@ mod tests {
 
     #[test]
     fn payload_is_the_reference_format() {
-        let at = time::macros::datetime!(2026-11-26 10:00:00.120 UTC);
-        let text = payload(41, at, [71.234, 3.9124, 0.42051]);
+        let at = time::macros::datetime!(2026-11-26 10:00:00.120345 UTC);
+        let text = payload(41, at, TimestampPrecision::Ms, [71.234, 3.9124, 0.42051]);
         assert_eq!(
             text,
             r#"{"sensor_id":"s-0042","timestamp":"2026-11-26T10:00:00.120Z","temperature":71.23,"pressure":3.912,"vibration":0.421}"#
         );
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["sensor_id"], "s-0042");
+        let micros = payload(41, at, TimestampPrecision::Us, [71.234, 3.9124, 0.42051]);
+        assert_eq!(
+            micros,
+            r#"{"sensor_id":"s-0042","timestamp":"2026-11-26T10:00:00.120345Z","temperature":71.23,"pressure":3.912,"vibration":0.421}"#
+        );
     }
 
     #[test]
