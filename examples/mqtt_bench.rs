@@ -80,10 +80,10 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 const USER_HZ: f64 = 100.0;
 
 fn main() {
-    assert!(
-        !cfg!(debug_assertions),
-        "run it as: cargo run --release --example mqtt_bench -- [count] [sensors]"
-    );
+    if cfg!(debug_assertions) {
+        eprintln!("run it as: cargo run --release --example mqtt_bench -- [count] [sensors]");
+        std::process::exit(2);
+    }
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .map(|a| a.parse().expect("arguments are numbers: [count] [sensors]"))
@@ -379,11 +379,7 @@ impl Phase {
                 println!("{:<17} daemon log: {line}", "");
             }
             if end.warnings.len() > 5 {
-                println!(
-                    "{:<17} daemon log: ... {} more",
-                    "",
-                    end.warnings.len() - 5
-                );
+                println!("{:<17} daemon log: ... {} more", "", end.warnings.len() - 5);
             }
         }
     }
