@@ -86,13 +86,16 @@ impl MqttAlerts {
         })
     }
 
-    /// Waits (bounded) for the broker connection.
+    /// Waits (bounded) for the outcome of the current connection attempt: a broker that is
+    /// known to be down is reported at once, so that the sink's state says so.
     async fn connected(&mut self) -> Result<(), DeliveryError> {
-        let waited =
-            tokio::time::timeout(self.connect_timeout, self.link.wait_for(|l| *l == Link::Up))
-                .await
-                .map(|r| r.is_ok());
-        if waited == Ok(true) {
+        let settled = tokio::time::timeout(
+            self.connect_timeout,
+            self.link.wait_for(|l| *l != Link::Connecting),
+        )
+        .await
+        .map(|r| r.map(|link| *link == Link::Up));
+        if matches!(settled, Ok(Ok(true))) {
             return Ok(());
         }
         let link = self.link.borrow().clone();
@@ -188,6 +191,8 @@ async fn poll(
     shutdown: CancellationToken,
 ) {
     let mut delay = initial;
+    // The last failure logged, so that a broker that stays down is logged once.
+    let mut reported: Option<Link> = None;
     loop {
         let event = tokio::select! {
             biased;
@@ -197,6 +202,7 @@ async fn poll(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 delay = initial;
+                reported = None;
                 link.send_replace(Link::Up);
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
@@ -210,8 +216,9 @@ async fn poll(
                 } else {
                     Link::Down(reason)
                 };
-                if *link.borrow() != state {
+                if reported.as_ref() != Some(&state) {
                     tracing::warn!(error = %error, "mqtt alert sink: broker connection failed");
+                    reported = Some(state.clone());
                 }
                 let wait = if matches!(state, Link::Misconfigured(_)) {
                     max
@@ -225,6 +232,7 @@ async fn poll(
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(wait) => {}
                 }
+                link.send_replace(Link::Connecting);
             }
         }
     }

@@ -11,6 +11,8 @@ use edgewatch::model::{AnomalyEvent, NS_PER_SEC, format_time, now_ns};
 use edgewatch::store::OutboxEntry;
 use serde_json::{Value, json};
 
+use super::daemon::metric;
+
 pub const WINDOW: i64 = 60 * NS_PER_SEC;
 
 /// The daemon config; `sink` is the `[[sinks]]` table of the sink named `alerts`.
@@ -145,8 +147,15 @@ pub async fn sim_done(running: &Running) {
         status(running).await["sources"][0]["state"] == "stopped"
     })
     .await;
-    // The last commit interval.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stopped means sent, not stored: wait until the store has committed every reading the
+    // sim delivered (the events they raised are in the same commits).
+    eventually(60, "every sim reading committed", async || {
+        let m = metrics(running).await;
+        let sent = metric(&m, "edgewatch_source_readings_total{source=\"sim\"}");
+        let stored = metric(&m, "edgewatch_store_written_records_total{table=\"raw\"}");
+        sent.is_some() && sent == stored
+    })
+    .await;
 }
 
 /// (state, count) of every alert by state, for messages.
