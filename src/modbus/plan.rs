@@ -254,6 +254,12 @@ impl Planner {
             .filter_map(|&i| self.points.get(i))
             .collect()
     }
+
+    /// The address ranges of the bad points as single reads, for health details
+    /// (`.bad_ranges`: each displays as `holding:5..7`).
+    pub fn bad_reads(&self) -> Vec<Read> {
+        self.bad.keys().map(|&i| single(&self.points, i)).collect()
+    }
 }
 
 /// What [`Planner::run_cycle`] did in one cycle.
@@ -606,7 +612,61 @@ mod tests {
             })
     }
 
+    /// Answers drawn from `modes`: good data, a short answer, the wrong kind, exception 4.
+    fn flaky<'a>(
+        refused: &'a BTreeSet<(Table, u16)>,
+        modes: &'a [u8],
+    ) -> impl FnMut(&Read) -> Result<ReadData, u8> + 'a {
+        let mut good = device(refused);
+        let mut at = 0;
+        move |read: &Read| {
+            let mode = modes.get(at % modes.len().max(1)).copied().unwrap_or(0);
+            at += 1;
+            match (good(read), mode % 4) {
+                (Err(e), _) => Err(e),
+                (Ok(data), 0) => Ok(data),
+                (Ok(ReadData::Registers(mut r)), 1) => {
+                    r.pop();
+                    Ok(ReadData::Registers(r))
+                }
+                (Ok(ReadData::Bits(mut b)), 1) => {
+                    b.pop();
+                    Ok(ReadData::Bits(b))
+                }
+                (Ok(ReadData::Registers(r)), 2) => Ok(ReadData::Bits(vec![true; r.len()])),
+                (Ok(ReadData::Bits(b)), 2) => Ok(ReadData::Registers(vec![1; b.len()])),
+                (Ok(_), _) => Err(4),
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn bad_answers_fail_reads_but_never_mark_points_bad(
+            points in prop::collection::vec(point(), 1..40),
+            refused in prop::collection::btree_set(
+                (prop::sample::select(vec![Table::Coil, Table::Holding]), 0u16..400),
+                0..6,
+            ),
+            modes in prop::collection::vec(any::<u8>(), 1..20),
+        ) {
+            let mut p = Planner::new(points.clone(), Limits::default()).with_reprobe_every(2);
+            for _ in 0..5 {
+                let r = p.run_cycle(flaky(&refused, &modes));
+                for i in r.newly_bad {
+                    let pt = &points[i];
+                    prop_assert!((u32::from(pt.address)..pt.end())
+                        .any(|a| refused.contains(&(pt.table, a as u16))));
+                }
+                for (read, code) in &r.failed {
+                    prop_assert!(*code == 0 || *code == 4, "{} {}", read, code);
+                }
+                let planned: usize = p.reads().iter().map(|r| r.points.len()).sum();
+                prop_assert_eq!(planned + p.bad_points().len(), points.len());
+                prop_assert_eq!(p.bad_reads().len(), p.bad_points().len());
+            }
+        }
+
         #[test]
         fn every_point_is_in_exactly_one_read_within_the_limits(
             points in prop::collection::vec(point(), 0..120),
