@@ -143,7 +143,17 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             }
             SourceKind::Mqtt(m) => super::validate_io::mqtt_source(&path, m, &mut p),
             SourceKind::Http(h) => super::validate_io::http_source(&path, h, &mut p),
+            // Checked while parsing (`modbus.rs`): there the index in the file is known, while
+            // here `i` counts only the entries that parsed.
+            SourceKind::ModbusTcp(_) | SourceKind::ModbusRtu(_) => {}
         }
+    }
+    for (name, profile) in &c.profiles {
+        super::validate_modbus::points(
+            &format!("profiles.{name}.registers"),
+            &profile.registers,
+            &mut p,
+        );
     }
     let http_sources = c
         .sources
