@@ -221,6 +221,12 @@ async fn rtu_reads_over_the_pty() {
         assert_eq!(holding(&mut again, 0, 1).await, [3]);
         let requests = sim.requests();
         assert!(requests.len() >= 9, "{requests:?}");
+        // After a restart, the same client tty path answers again (reopened).
+        drop(again);
+        let mut sim = sim;
+        sim.restart();
+        let mut reopened = open_rtu(&sim, 1);
+        assert_eq!(holding(&mut reopened, 0, 1).await, [1]);
         assert_eq!(
             (
                 requests[0].unit,
