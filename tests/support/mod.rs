@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod daemon;
 pub mod influxd;
+pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod webhook;
