@@ -135,8 +135,18 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
             source(path, table, &profiles, problems)
         }),
     };
-    let rules = entries("rules", take("rules"), &mut problems, rule);
-    let sinks = entries("sinks", take("sinks"), &mut problems, sink);
+    let (source_at, sources) = sources.into_iter().unzip();
+    let (rule_at, rules) = entries("rules", take("rules"), &mut problems, rule)
+        .into_iter()
+        .unzip();
+    let (sink_at, sinks) = entries("sinks", take("sinks"), &mut problems, sink)
+        .into_iter()
+        .unzip();
+    let positions = Positions {
+        sources: source_at,
+        rules: rule_at,
+        sinks: sink_at,
+    };
 
     let (Some(gateway), Some(store), Some(web), Some(pipeline), Some(log), Some(shutdown)) =
         (gateway, store, web, pipeline, log, shutdown)
@@ -155,7 +165,7 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
         sinks,
         profiles,
     };
-    problems.extend(validate(&config));
+    problems.extend(validate(&config, &positions));
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -205,14 +215,23 @@ fn clean_reason(msg: &str) -> String {
     msg.split(" in ").next().unwrap_or(msg).trim().to_string()
 }
 
-/// Deserializes an array of tables (`[[sources]]`), each through `parse`.
+/// Where each parsed entry of an array of tables stood in the file: an entry that failed to
+/// parse is left out of the config, so the index in the config is not the index in the file.
+pub(super) struct Positions {
+    pub sources: Vec<usize>,
+    pub rules: Vec<usize>,
+    pub sinks: Vec<usize>,
+}
+
+/// Deserializes an array of tables (`[[sources]]`), each through `parse`; each entry comes
+/// with its index in the file.
 fn entries<T>(
     name: &str,
     value: Option<Value>,
     problems: &mut Vec<Problem>,
     // Parses one entry of an array of tables, given its path (`sources[2]`).
     mut parse: impl FnMut(&str, Map<String, Value>, &mut Vec<Problem>) -> Option<T>,
-) -> Vec<T> {
+) -> Vec<(usize, T)> {
     let Some(value) = value else {
         return Vec::new();
     };
@@ -229,7 +248,7 @@ fn entries<T>(
         match item.into_table() {
             Ok(table) => {
                 if let Some(v) = parse(&path, table, problems) {
-                    out.push(v);
+                    out.push((i, v));
                 }
             }
             Err(_) => problems.push(Problem::new(path, "must be a table")),

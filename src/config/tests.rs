@@ -199,3 +199,34 @@ fn toml_syntax_errors_are_reported() {
     let p = problems("[gateway\nid = 1");
     assert!(p[0].starts_with("config: "), "{p:?}");
 }
+
+#[test]
+fn an_entry_that_fails_to_parse_does_not_shift_the_paths_of_later_ones() {
+    let text = r#"
+[gateway]
+id = "gw"
+[[sources]]
+type = "modem"
+name = "a"
+[[sources]]
+type = "sim"
+name = "b"
+interval_ms = 0
+[[rules]]
+match = "*/x"
+kind = "nope"
+[[rules]]
+match = "*/x"
+kind = "limit"
+"#;
+    let p = problems(text);
+    for expected in [
+        "sources[1].interval_ms: must be greater than 0",
+        "rules[1].max: a limit rule needs `max`, `min` or both",
+    ] {
+        assert!(
+            p.iter().any(|l| l == expected),
+            "missing {expected:?} in {p:?}"
+        );
+    }
+}

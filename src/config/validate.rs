@@ -3,9 +3,11 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use super::load::Positions;
 use super::{Config, InfluxApi, Problem, RuleKind, SinkKind, SourceKind};
 
-pub(super) fn validate(c: &Config) -> Vec<Problem> {
+/// `at` maps each entry of `c.sources`, `c.rules` and `c.sinks` to its index in the file.
+pub(super) fn validate(c: &Config, at: &Positions) -> Vec<Problem> {
     let mut p = Vec::new();
     fn positive_into(p: &mut Vec<Problem>, path: &str, value: f64) {
         if value.is_nan() || value <= 0.0 {
@@ -103,7 +105,7 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
     }
     let mut names = BTreeSet::new();
     for (i, s) in c.sources.iter().enumerate() {
-        let path = format!("sources[{i}]");
+        let path = format!("sources[{}]", at.sources[i]);
         if s.name.trim().is_empty() {
             p.push(Problem::new(format!("{path}.name"), "must not be empty"));
         } else if !names.insert(s.name.as_str()) {
@@ -169,7 +171,7 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
 
     let mut rule_names = BTreeSet::new();
     for (i, r) in c.rules.iter().enumerate() {
-        let path = format!("rules[{i}]");
+        let path = format!("rules[{}]", at.rules[i]);
         if let Err(e) = globset::Glob::new(&r.pattern) {
             p.push(Problem::new(
                 format!("{path}.match"),
@@ -275,7 +277,7 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
     }
     let mut sink_names = BTreeSet::new();
     for (i, sink) in c.sinks.iter().enumerate() {
-        let path = format!("sinks[{i}]");
+        let path = format!("sinks[{}]", at.sinks[i]);
         if sink.name.trim().is_empty() {
             p.push(Problem::new(format!("{path}.name"), "must not be empty"));
         } else if !sink_names.insert(sink.name.as_str()) {
