@@ -22,10 +22,11 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alert::Deliver;
 use crate::alert::mqtt::MqttAlerts;
 use crate::alert::runner::{AlertRunner, RetryPolicy};
 use crate::alert::webhook::Webhook;
-use crate::config::{Config, MqttAlertConfig, SinkKind, WebhookConfig};
+use crate::config::{Config, InfluxConfig, MqttAlertConfig, SinkKind, WebhookConfig};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use influx::Endpoint;
@@ -44,61 +45,22 @@ pub fn start(
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
+    let starter = Starter {
+        config,
+        store,
+        metrics,
+        registry,
+        shutdown,
+        tracker,
+    };
     let mut names = Vec::new();
     for sink in &config.sinks {
-        let influx = match &sink.kind {
-            SinkKind::Influxdb(influx) => influx,
-            SinkKind::Webhook(webhook) => {
-                start_webhook(
-                    config, &sink.name, webhook, store, metrics, registry, shutdown, tracker,
-                )?;
-                names.push(sink.name.clone());
-                continue;
-            }
-            SinkKind::Mqtt(mqtt) => {
-                start_mqtt(
-                    config, &sink.name, mqtt, store, metrics, registry, shutdown, tracker,
-                )?;
-                names.push(sink.name.clone());
-                continue;
-            }
-        };
-        let secret = influx
-            .secret()
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("sink {}", sink.name))?;
-        let endpoint = Endpoint::new(influx, &secret)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("sink {}", sink.name))?;
-        let mut static_tags = config.gateway.tags.clone();
-        static_tags.extend(influx.tags.clone());
-        let mut shown_url = endpoint.write_url.clone();
-        let _ = shown_url.set_username("");
-        let _ = shown_url.set_password(None);
-        shown_url.set_query(None);
-        let status = registry.register(SinkStatus {
-            name: sink.name.clone(),
-            kind: "influxdb".into(),
-            url: shown_url.to_string(),
-            state: "starting".into(),
-            ..SinkStatus::default()
-        });
-        let forwarder = sink::Forwarder {
-            name: sink.name.clone(),
-            config: influx.clone(),
-            endpoint,
-            tags: PointTags {
-                gateway: config.gateway.id.clone(),
-                static_tags,
-            },
-            store: store.clone(),
-            status: status.clone(),
-            metrics: metrics.clone(),
-            shutdown: shutdown.clone(),
-        };
-        metrics.sink_state.set(&sink.name, "starting");
-        tracker.spawn(forwarder.run());
-        tracing::info!(sink = %sink.name, url = %influx.url, "forwarder started");
+        match &sink.kind {
+            SinkKind::Influxdb(influx) => starter.influxdb(&sink.name, influx),
+            SinkKind::Webhook(webhook) => starter.webhook(&sink.name, webhook),
+            SinkKind::Mqtt(mqtt) => starter.mqtt(&sink.name, mqtt),
+        }
+        .with_context(|| format!("sink {}", sink.name))?;
         names.push(sink.name.clone());
     }
     if !names.is_empty() {
@@ -107,101 +69,114 @@ pub fn start(
     Ok(())
 }
 
-/// Starts the alert runner of a `webhook` sink.
-#[allow(clippy::too_many_arguments)]
-fn start_webhook(
-    config: &Config,
-    name: &str,
-    webhook: &WebhookConfig,
-    store: &Store,
-    metrics: &Arc<Metrics>,
-    registry: &SinkRegistry,
-    shutdown: &CancellationToken,
-    tracker: &TaskTracker,
-) -> anyhow::Result<()> {
-    let token = webhook
-        .token()
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("sink {name}"))?;
-    let transport = Webhook::new(webhook, &token)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("sink {name}"))?;
-    let shown_url = transport.shown_url();
-    let status = registry.register(SinkStatus {
-        name: name.to_string(),
-        kind: "webhook".into(),
-        url: shown_url.clone(),
-        state: "starting".into(),
-        ..SinkStatus::default()
-    });
-    metrics.sink_state.set(name, "starting");
-    let retry_max = Duration::from_secs(webhook.retry_max_secs);
-    tracker.spawn(
-        AlertRunner {
-            name: name.to_string(),
-            gateway: config.gateway.id.clone(),
-            transport,
-            retry: RetryPolicy {
-                initial: Duration::from_millis(webhook.retry_initial_ms),
-                max: retry_max,
-                misconfigured: retry_max,
-            },
-            store: store.clone(),
-            status,
-            metrics: metrics.clone(),
-            shutdown: shutdown.clone(),
-        }
-        .run(),
-    );
-    tracing::info!(sink = %name, url = %shown_url, "webhook alert sink started");
-    Ok(())
+/// What every sink's task is started with.
+struct Starter<'a> {
+    config: &'a Config,
+    store: &'a Store,
+    metrics: &'a Arc<Metrics>,
+    registry: &'a SinkRegistry,
+    shutdown: &'a CancellationToken,
+    tracker: &'a TaskTracker,
 }
 
-/// Starts an MQTT alert sink: a publisher with its own connection, behind the alert runner.
-#[allow(clippy::too_many_arguments)]
-fn start_mqtt(
-    config: &Config,
-    name: &str,
-    mqtt: &MqttAlertConfig,
-    store: &Store,
-    metrics: &Arc<Metrics>,
-    registry: &SinkRegistry,
-    shutdown: &CancellationToken,
-    tracker: &TaskTracker,
-) -> anyhow::Result<()> {
-    let conn = &mqtt.connection;
-    let client_id = conn.client_id_or(&config.gateway.id, name);
-    let transport = MqttAlerts::start(conn, &mqtt.alert, &client_id, shutdown.clone())
-        .with_context(|| format!("sink {name}"))?;
-    let shown = crate::mqtt_client::describe(conn);
-    let status = registry.register(SinkStatus {
-        name: name.to_string(),
-        kind: "mqtt".into(),
-        url: shown.clone(),
-        state: "starting".into(),
-        ..SinkStatus::default()
-    });
-    metrics.sink_state.set(name, "starting");
-    let retry_max = Duration::from_secs(conn.reconnect_max_secs.max(1));
-    tracker.spawn(
-        AlertRunner {
+impl Starter<'_> {
+    /// Registers a sink's status (`starting`) under its name, kind and shown address.
+    fn register(&self, name: &str, kind: &str, url: String) -> status::SinkHandle {
+        self.metrics.sink_state.set(name, "starting");
+        self.registry.register(SinkStatus {
             name: name.to_string(),
-            gateway: config.gateway.id.clone(),
-            transport,
-            retry: RetryPolicy {
-                initial: Duration::from_millis(conn.reconnect_initial_ms.max(1)),
-                max: retry_max,
-                misconfigured: retry_max,
+            kind: kind.into(),
+            url,
+            state: "starting".into(),
+            ..SinkStatus::default()
+        })
+    }
+
+    fn influxdb(&self, name: &str, influx: &InfluxConfig) -> anyhow::Result<()> {
+        let secret = influx.secret().map_err(anyhow::Error::msg)?;
+        let endpoint = Endpoint::new(influx, &secret).map_err(anyhow::Error::msg)?;
+        let mut static_tags = self.config.gateway.tags.clone();
+        static_tags.extend(influx.tags.clone());
+        let mut shown_url = endpoint.write_url.clone();
+        let _ = shown_url.set_username("");
+        let _ = shown_url.set_password(None);
+        shown_url.set_query(None);
+        let status = self.register(name, "influxdb", shown_url.to_string());
+        let forwarder = sink::Forwarder {
+            name: name.to_string(),
+            config: influx.clone(),
+            endpoint,
+            tags: PointTags {
+                gateway: self.config.gateway.id.clone(),
+                static_tags,
             },
-            store: store.clone(),
+            store: self.store.clone(),
             status,
-            metrics: metrics.clone(),
-            shutdown: shutdown.clone(),
-        }
-        .run(),
-    );
-    tracing::info!(sink = %name, broker = %shown, topic = %mqtt.alert.topic, "mqtt alert sink started");
-    Ok(())
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        self.tracker.spawn(forwarder.run());
+        tracing::info!(sink = %name, url = %influx.url, "forwarder started");
+        Ok(())
+    }
+
+    /// Starts the alert runner of a `webhook` sink.
+    fn webhook(&self, name: &str, webhook: &WebhookConfig) -> anyhow::Result<()> {
+        let token = webhook.token().map_err(anyhow::Error::msg)?;
+        let transport = Webhook::new(webhook, &token).map_err(anyhow::Error::msg)?;
+        let shown_url = transport.shown_url();
+        let retry_max = Duration::from_secs(webhook.retry_max_secs);
+        let retry = RetryPolicy {
+            initial: Duration::from_millis(webhook.retry_initial_ms),
+            max: retry_max,
+            misconfigured: retry_max,
+        };
+        self.alerts(name, "webhook", shown_url.clone(), transport, retry);
+        tracing::info!(sink = %name, url = %shown_url, "webhook alert sink started");
+        Ok(())
+    }
+
+    /// Starts an MQTT alert sink: a publisher with its own connection, behind the alert runner.
+    fn mqtt(&self, name: &str, mqtt: &MqttAlertConfig) -> anyhow::Result<()> {
+        let conn = &mqtt.connection;
+        let client_id = conn.client_id_or(&self.config.gateway.id, name);
+        let transport = MqttAlerts::start(conn, &mqtt.alert, &client_id, self.shutdown.clone())?;
+        let shown = crate::mqtt_client::describe(conn);
+        let retry_max = Duration::from_secs(conn.reconnect_max_secs.max(1));
+        let retry = RetryPolicy {
+            initial: Duration::from_millis(conn.reconnect_initial_ms.max(1)),
+            max: retry_max,
+            misconfigured: retry_max,
+        };
+        self.alerts(name, "mqtt", shown.clone(), transport, retry);
+        tracing::info!(sink = %name, broker = %shown, topic = %mqtt.alert.topic, "mqtt alert sink started");
+        Ok(())
+    }
+
+    /// Spawns the alert runner that delivers the outbox's events through `transport`.
+    fn alerts<D: Deliver + Send + 'static>(
+        &self,
+        name: &str,
+        kind: &str,
+        url: String,
+        transport: D,
+        retry: RetryPolicy,
+    ) {
+        let status = self.register(name, kind, url);
+        self.tracker.spawn(
+            AlertRunner {
+                name: name.to_string(),
+                gateway: self.config.gateway.id.clone(),
+                transport,
+                retry,
+                store: self.store.clone(),
+                status,
+                metrics: self.metrics.clone(),
+                shutdown: self.shutdown.clone(),
+            }
+            .run(),
+        );
+    }
 }
 
 /// Removes the outbox entries that every configured sink has acknowledged.
