@@ -1,0 +1,4 @@
+//! Modbus sources (`type = "modbus_tcp"`, `type = "modbus_rtu"`): the scheduler.
+
+pub mod schedule;
+pub mod unit;
