@@ -26,7 +26,7 @@ use tokio_modbus::Slave;
 
 pub use tokio_serial::{DataBits, Parity, StopBits};
 
-use crate::modbus::Table;
+use crate::modbus::{ReadData, Table};
 
 /// Where the link goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,13 +45,6 @@ pub struct SerialSettings {
     pub stop_bits: StopBits,
     /// Quiet time on the bus between the end of one exchange and the next request.
     pub inter_frame_silence: Duration,
-}
-
-/// The Modbus inter-frame silence: 3.5 character times at `baud` (11 bits a character), at
-/// least 1750 µs (the fixed value the specification asks for above 19200 baud).
-pub fn default_inter_frame_silence(baud: u32) -> Duration {
-    let us = 3.5 * 11.0 * 1_000_000.0 / f64::from(baud.max(1));
-    Duration::from_micros((us.ceil() as u64).max(1750))
 }
 
 impl fmt::Display for Endpoint {
@@ -79,13 +72,6 @@ impl fmt::Display for Endpoint {
             }
         }
     }
-}
-
-/// What a read returned: registers (holding, input) or bits (coils, discrete inputs).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Data {
-    Registers(Vec<u16>),
-    Bits(Vec<bool>),
 }
 
 /// Why a request failed.
@@ -225,7 +211,7 @@ impl Link {
         table: Table,
         address: u16,
         count: u16,
-    ) -> Result<Data, LinkError> {
+    ) -> Result<ReadData, LinkError> {
         self.last_round_trip = None;
         let result = self.request(unit, table, address, count).await;
         if let Err(e) = &result
@@ -242,7 +228,7 @@ impl Link {
         table: Table,
         address: u16,
         count: u16,
-    ) -> Result<Data, LinkError> {
+    ) -> Result<ReadData, LinkError> {
         self.open().await?;
         if let Some(quiet) = self.quiet_until {
             sleep_until(quiet).await;
@@ -264,10 +250,7 @@ impl Link {
             Ok(Ok(Err(code))) => return Err(LinkError::Exception(u8::from(code))),
             Ok(Ok(Ok(data))) => data,
         };
-        let got = match &data {
-            Data::Registers(r) => r.len(),
-            Data::Bits(b) => b.len(),
-        };
+        let got = data.len();
         if got != usize::from(count) {
             return Err(LinkError::Decode(format!(
                 "asked for {count} values, the answer holds {got}"
@@ -337,23 +320,23 @@ async fn call(
     table: Table,
     address: u16,
     count: u16,
-) -> tokio_modbus::Result<Data> {
+) -> tokio_modbus::Result<ReadData> {
     Ok(match table {
         Table::Coil => context
             .read_coils(address, count)
             .await?
-            .map(Data::Bits),
+            .map(ReadData::Bits),
         Table::DiscreteInput => context
             .read_discrete_inputs(address, count)
             .await?
-            .map(Data::Bits),
+            .map(ReadData::Bits),
         Table::Holding => context
             .read_holding_registers(address, count)
             .await?
-            .map(Data::Registers),
+            .map(ReadData::Registers),
         Table::Input => context
             .read_input_registers(address, count)
             .await?
-            .map(Data::Registers),
+            .map(ReadData::Registers),
     })
 }
