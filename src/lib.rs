@@ -10,6 +10,7 @@ pub mod forward;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod modbus;
 pub mod model;
 pub mod mqtt_client;
 pub mod pipeline;

@@ -56,6 +56,7 @@ impl fmt::Display for ConfigErrors {
 
 const SECTIONS: &[&str] = &[
     "gateway", "store", "web", "pipeline", "log", "shutdown", "sources", "rules", "sinks",
+    "profiles",
 ];
 
 /// Loads a config file with overrides from the process environment.
@@ -120,6 +121,8 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
     let pipeline = optional_section::<PipelineConfig>("pipeline", take("pipeline"), &mut problems);
     let log = optional_section::<LogConfig>("log", take("log"), &mut problems);
     let shutdown = optional_section::<ShutdownConfig>("shutdown", take("shutdown"), &mut problems);
+    // Profiles first: Modbus sources resolve their `profile` while they are parsed.
+    let profiles = super::modbus::profiles(take("profiles"), &mut problems);
     let sources = match take("sources") {
         None => {
             problems.push(Problem::new(
@@ -128,7 +131,9 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
             ));
             Vec::new()
         }
-        some => entries("sources", some, &mut problems, source),
+        some => entries("sources", some, &mut problems, |path, table, problems| {
+            source(path, table, &profiles, problems)
+        }),
     };
     let rules = entries("rules", take("rules"), &mut problems, rule);
     let sinks = entries("sinks", take("sinks"), &mut problems, sink);
@@ -148,6 +153,7 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
         sources,
         rules,
         sinks,
+        profiles,
     };
     problems.extend(validate(&config));
     if problems.is_empty() {
@@ -199,15 +205,13 @@ fn clean_reason(msg: &str) -> String {
     msg.split(" in ").next().unwrap_or(msg).trim().to_string()
 }
 
-/// Parses one entry of an array of tables, given its path (`sources[2]`).
-type EntryParser<T> = fn(&str, Map<String, Value>, &mut Vec<Problem>) -> Option<T>;
-
 /// Deserializes an array of tables (`[[sources]]`), each through `parse`.
 fn entries<T>(
     name: &str,
     value: Option<Value>,
     problems: &mut Vec<Problem>,
-    parse: EntryParser<T>,
+    // Parses one entry of an array of tables, given its path (`sources[2]`).
+    mut parse: impl FnMut(&str, Map<String, Value>, &mut Vec<Problem>) -> Option<T>,
 ) -> Vec<T> {
     let Some(value) = value else {
         return Vec::new();
@@ -273,16 +277,19 @@ pub(super) fn rest(table: Map<String, Value>) -> Value {
     Value::new(None, ValueKind::Table(table))
 }
 
+const SOURCE_TYPES: &str = "sim, mqtt, http, modbus_tcp, modbus_rtu";
+
 fn source(
     path: &str,
     mut table: Map<String, Value>,
+    profiles: &BTreeMap<String, ProfileConfig>,
     problems: &mut Vec<Problem>,
 ) -> Option<SourceConfig> {
     let kind: Option<String> = required(
         path,
         &mut table,
         "type",
-        "one of: sim, mqtt, http",
+        &format!("one of: {SOURCE_TYPES}"),
         problems,
     );
     let name: Option<String> = required(path, &mut table, "name", "a unique source name", problems);
@@ -291,10 +298,16 @@ fn source(
         Some("sim") => section::<SimConfig>(path, rest(table), problems).map(SourceKind::Sim),
         Some("mqtt") => super::load_io::mqtt_source(path, table, problems).map(SourceKind::Mqtt),
         Some("http") => super::load_io::http_source(path, table, problems).map(SourceKind::Http),
+        Some("modbus_tcp") => {
+            super::modbus::tcp_source(path, table, profiles, problems).map(SourceKind::ModbusTcp)
+        }
+        Some("modbus_rtu") => {
+            super::modbus::rtu_source(path, table, profiles, problems).map(SourceKind::ModbusRtu)
+        }
         Some(other) => {
             problems.push(Problem::new(
                 format!("{path}.type"),
-                format!("unknown source type `{other}` (expected one of: sim, mqtt, http)"),
+                format!("unknown source type `{other}` (expected one of: {SOURCE_TYPES})"),
             ));
             None
         }

@@ -6,13 +6,17 @@
 
 mod load;
 mod load_io;
+mod modbus;
 mod sink;
 mod source;
 mod validate;
 mod validate_io;
+mod validate_modbus;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_modbus;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +25,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use load::{ConfigErrors, Problem, load, load_str};
+pub use modbus::{
+    ModbusPolling, ModbusRtuConfig, ModbusTcpConfig, Parity, ProfileConfig,
+    default_inter_frame_silence_us,
+};
 pub use sink::{
     Forwarded, InfluxApi, InfluxConfig, MqttAlertConfig, MqttAlertFields, Secret, SinkConfig,
     SinkKind, WebhookConfig, resolve_secret,
@@ -44,6 +52,9 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub rules: Vec<RuleConfig>,
     pub sinks: Vec<SinkConfig>,
+    /// `[profiles.NAME]`: register maps shared by Modbus sources (already resolved into each
+    /// source's `registers`; kept for validation and the probe).
+    pub profiles: BTreeMap<String, ProfileConfig>,
 }
 
 /// `[gateway]`: who this gateway is.
@@ -234,6 +245,8 @@ pub enum SourceKind {
     Sim(SimConfig),
     Mqtt(MqttSourceConfig),
     Http(HttpIngestConfig),
+    ModbusTcp(ModbusTcpConfig),
+    ModbusRtu(ModbusRtuConfig),
 }
 
 impl SourceKind {
@@ -242,6 +255,17 @@ impl SourceKind {
             SourceKind::Sim(_) => "sim",
             SourceKind::Mqtt(_) => "mqtt",
             SourceKind::Http(_) => "http",
+            SourceKind::ModbusTcp(_) => "modbus_tcp",
+            SourceKind::ModbusRtu(_) => "modbus_rtu",
+        }
+    }
+
+    /// The polling settings of a Modbus source.
+    pub fn modbus_polling(&self) -> Option<&ModbusPolling> {
+        match self {
+            SourceKind::ModbusTcp(c) => Some(&c.polling),
+            SourceKind::ModbusRtu(c) => Some(&c.polling),
+            _ => None,
         }
     }
 }

@@ -143,7 +143,16 @@ pub(super) fn validate(c: &Config) -> Vec<Problem> {
             }
             SourceKind::Mqtt(m) => super::validate_io::mqtt_source(&path, m, &mut p),
             SourceKind::Http(h) => super::validate_io::http_source(&path, h, &mut p),
+            SourceKind::ModbusTcp(m) => super::validate_modbus::tcp_source(&path, m, &mut p),
+            SourceKind::ModbusRtu(m) => super::validate_modbus::rtu_source(&path, m, &mut p),
         }
+    }
+    for (name, profile) in &c.profiles {
+        super::validate_modbus::points(
+            &format!("profiles.{name}.registers"),
+            &profile.registers,
+            &mut p,
+        );
     }
     let http_sources = c
         .sources

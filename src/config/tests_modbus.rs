@@ -1,0 +1,1 @@
+//! Tests of the Modbus source config and profiles.
