@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_modbus::Slave;
 use tokio_modbus::client::{Context, Reader, rtu, tcp};
 use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::Slave;
 
 pub use tokio_serial::{DataBits, Parity, StopBits};
 

@@ -78,7 +78,9 @@ impl UnitPoll {
                 Outcome::Values(v) => v,
                 _ => &[],
             };
-            values.iter().map(move |&(point, value)| (r.group, point, value))
+            values
+                .iter()
+                .map(move |&(point, value)| (r.group, point, value))
         })
     }
 
@@ -87,11 +89,7 @@ impl UnitPoll {
         self.attempts
             .iter()
             .rev()
-            .find(|a| {
-                a.error
-                    .as_ref()
-                    .is_none_or(|e| e.exception().is_some())
-            })
+            .find(|a| a.error.as_ref().is_none_or(|e| e.exception().is_some()))
             .and_then(|a| a.round_trip)
     }
 }
