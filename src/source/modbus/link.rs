@@ -91,6 +91,9 @@ pub enum LinkError {
     /// The peer reset or closed the connection (or the serial line went away) mid-request.
     #[error("connection reset")]
     Reset,
+    /// The TCP peer closed the connection while a request was waiting for its answer.
+    #[error("connection closed by the peer")]
+    Closed,
     /// A frame that does not parse, a bad CRC, or an answer that does not match the request.
     #[error("decode error: {0}")]
     Decode(String),
@@ -106,7 +109,7 @@ impl LinkError {
             LinkError::Timeout(_) | LinkError::ConnectTimeout(_) => "timeout".into(),
             LinkError::Exception(code) => format!("exception_{code}").into(),
             LinkError::Refused => "refused".into(),
-            LinkError::Reset => "reset".into(),
+            LinkError::Reset | LinkError::Closed => "reset".into(),
             LinkError::Decode(_) => "decode".into(),
             LinkError::Io(_) => "io".into(),
         }
@@ -136,16 +139,20 @@ pub fn classify_io(e: &io::Error) -> LinkError {
             LinkError::Reset
         }
         K::InvalidData => LinkError::Decode(e.to_string()),
-        // tokio-modbus turns an end of stream into `io::Error::last_os_error()`, which is
-        // often "success" (errno 0): the peer closed the connection.
-        _ if e.raw_os_error() == Some(0) => LinkError::Reset,
         _ => LinkError::Io(e.to_string()),
     }
 }
 
-fn classify(e: tokio_modbus::Error) -> LinkError {
+/// Classifies the failure of a request on an open context. tokio-modbus reports the end of a
+/// TCP stream as `io::Error::last_os_error()`, whose text is whatever errno held ("Operation
+/// now in progress"): on TCP, a transport error that is not one of the known kinds is the
+/// peer closing the connection.
+fn classify(e: tokio_modbus::Error, tcp: bool) -> LinkError {
     match e {
-        tokio_modbus::Error::Transport(e) => classify_io(&e),
+        tokio_modbus::Error::Transport(e) => match classify_io(&e) {
+            LinkError::Io(_) if tcp => LinkError::Closed,
+            other => other,
+        },
         tokio_modbus::Error::Protocol(p) => LinkError::Decode(p.to_string()),
     }
 }
@@ -234,6 +241,7 @@ impl Link {
             sleep_until(quiet).await;
         }
         let silence = self.silence();
+        let tcp = matches!(self.endpoint, Endpoint::Tcp { .. });
         let limit = self.timeout;
         let context = self.context.as_mut().expect("opened above");
         context.set_slave(Slave(unit));
@@ -246,7 +254,7 @@ impl Link {
         }
         let data = match answer {
             Err(_elapsed) => return Err(LinkError::Timeout(limit)),
-            Ok(Err(e)) => return Err(classify(e)),
+            Ok(Err(e)) => return Err(classify(e, tcp)),
             Ok(Ok(Err(code))) => return Err(LinkError::Exception(u8::from(code))),
             Ok(Ok(Ok(data))) => data,
         };
@@ -339,4 +347,179 @@ async fn call(
             .await?
             .map(ReadData::Registers),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{FakeServer, Reply, Request, identity};
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(150);
+
+    fn link(port: u16) -> Link {
+        Link::new(
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            TIMEOUT,
+        )
+    }
+
+    #[tokio::test]
+    async fn reads_every_table_over_one_connection() {
+        let server = FakeServer::start(|r: Request| match r.function {
+            1 | 2 => Reply::Bits((0..r.count).map(|i| i % 2 == 0).collect()),
+            _ => Reply::Registers(identity(r)),
+        })
+        .await;
+        let mut link = link(server.port);
+        assert_eq!(
+            link.read(1, Table::Holding, 10, 3).await,
+            Ok(ReadData::Registers(vec![10, 11, 12]))
+        );
+        assert_eq!(
+            link.read(2, Table::Input, 0, 1).await,
+            Ok(ReadData::Registers(vec![0]))
+        );
+        assert_eq!(
+            link.read(1, Table::Coil, 0, 3).await,
+            Ok(ReadData::Bits(vec![true, false, true]))
+        );
+        assert_eq!(
+            link.read(1, Table::DiscreteInput, 0, 2).await,
+            Ok(ReadData::Bits(vec![true, false]))
+        );
+        assert!(link.last_round_trip().is_some());
+        assert_eq!((link.opens(), server.connections()), (1, 1));
+        let units: Vec<(u8, u8)> = server
+            .requests()
+            .iter()
+            .map(|r| (r.unit, r.function))
+            .collect();
+        assert_eq!(units, [(1, 3), (2, 4), (1, 1), (1, 2)]);
+    }
+
+    #[tokio::test]
+    async fn an_exception_is_named_and_keeps_the_connection() {
+        let server = FakeServer::start(|r: Request| {
+            if r.address >= 100 {
+                Reply::Exception(2)
+            } else {
+                Reply::Registers(identity(r))
+            }
+        })
+        .await;
+        let mut link = link(server.port);
+        let e = link.read(1, Table::Holding, 100, 2).await.unwrap_err();
+        assert_eq!(e, LinkError::Exception(2));
+        assert_eq!(e.to_string(), "exception 2 (illegal data address)");
+        assert_eq!(e.reason(), "exception_2");
+        assert!(link.is_open());
+        assert!(link.read(1, Table::Holding, 0, 2).await.is_ok());
+        assert_eq!(server.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_timeout_the_late_answer_is_never_taken_for_the_next_one() {
+        // The first request is answered after twice the timeout, with the wrong values.
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let server = FakeServer::start(move |r: Request| {
+            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                Reply::Late(
+                    TIMEOUT * 2,
+                    Box::new(Reply::Registers(vec![0xDEAD; usize::from(r.count)])),
+                )
+            } else {
+                Reply::Registers(identity(r))
+            }
+        })
+        .await;
+        let mut link = link(server.port);
+        let e = link.read(1, Table::Holding, 0, 2).await.unwrap_err();
+        assert_eq!(e, LinkError::Timeout(TIMEOUT));
+        assert_eq!(e.to_string(), "timeout after 150 ms");
+        assert_eq!(link.last_round_trip().map(|d| d >= TIMEOUT), Some(true));
+        assert!(!link.is_open(), "a timeout drops the context");
+        tokio::time::sleep(TIMEOUT * 2).await;
+        assert_eq!(
+            link.read(1, Table::Holding, 5, 2).await,
+            Ok(ReadData::Registers(vec![5, 6]))
+        );
+        assert_eq!((link.opens(), server.connections()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn garbage_and_a_closed_connection_reconnect() {
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        let server = FakeServer::start(move |r: Request| {
+            match n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => Reply::Garbage,
+                1 => Reply::Close,
+                _ => Reply::Registers(identity(r)),
+            }
+        })
+        .await;
+        let mut link = link(server.port);
+        let e = link.read(1, Table::Holding, 0, 1).await.unwrap_err();
+        assert!(matches!(e, LinkError::Decode(_)), "{e:?}");
+        assert_eq!(e.reason(), "decode");
+        let e = link.read(1, Table::Holding, 0, 1).await.unwrap_err();
+        assert!(matches!(e, LinkError::Closed | LinkError::Reset), "{e:?}");
+        assert_eq!(e.reason(), "reset");
+        assert!(link.read(1, Table::Holding, 0, 1).await.is_ok());
+        assert_eq!(server.connections(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_connection_refused() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut link = link(port);
+        let e = link.read(1, Table::Holding, 0, 1).await.unwrap_err();
+        assert_eq!(e, LinkError::Refused);
+        assert_eq!(e.to_string(), "connection refused");
+        assert_eq!(link.last_round_trip(), None, "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn a_serial_port_that_does_not_exist_is_an_io_error_naming_it() {
+        let mut link = Link::new(
+            Endpoint::Serial(SerialSettings {
+                device: "/dev/edgewatch-no-such-tty".into(),
+                baud: 19200,
+                parity: Parity::None,
+                data_bits: DataBits::Eight,
+                stop_bits: StopBits::One,
+                inter_frame_silence: Duration::from_micros(2000),
+            }),
+            TIMEOUT,
+        );
+        let e = link.read(1, Table::Holding, 0, 1).await.unwrap_err();
+        assert!(
+            matches!(&e, LinkError::Io(text) if text.contains("/dev/edgewatch-no-such-tty")),
+            "{e:?}"
+        );
+        assert_eq!(
+            link.endpoint().to_string(),
+            "/dev/edgewatch-no-such-tty 19200 8N1"
+        );
+    }
+
+    #[test]
+    fn io_errors_are_classified() {
+        use io::ErrorKind as K;
+        let e = |k| classify_io(&io::Error::from(k));
+        assert_eq!(e(K::ConnectionRefused), LinkError::Refused);
+        assert_eq!(e(K::ConnectionReset), LinkError::Reset);
+        assert_eq!(e(K::BrokenPipe), LinkError::Reset);
+        assert!(matches!(e(K::InvalidData), LinkError::Decode(_)));
+        assert!(matches!(e(K::NotFound), LinkError::Io(_)));
+        assert_eq!(
+            LinkError::Exception(11).to_string(),
+            "exception 11 (gateway target device failed to respond)"
+        );
+    }
 }

@@ -20,6 +20,8 @@
 //! the gateway time at the start of that poll and quality GOOD; a failed poll sends nothing
 //! and only changes the unit's health.
 
+#[cfg(test)]
+mod fake;
 pub mod link;
 pub mod poll;
 pub mod schedule;

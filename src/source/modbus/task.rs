@@ -264,6 +264,7 @@ impl Unit {
                 seconds.observe(rt.as_secs_f64());
             }
             if let Some(e) = &attempt.error {
+                debug!(source, unit = self.id, error = %e, "modbus request failed");
                 errors.inc();
                 metrics
                     .modbus_request_failures
