@@ -205,3 +205,144 @@ async fn read_once(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{FakeServer, Reply, Request, identity};
+    use super::super::link::Endpoint;
+    use super::*;
+    use crate::modbus::{DataType, Limits, PointSpec, Table};
+
+    fn link(port: u16) -> Link {
+        Link::new(
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            Duration::from_millis(100),
+        )
+    }
+
+    fn planner(addresses: &[u16]) -> Planner {
+        let points = addresses
+            .iter()
+            .map(|&a| PointSpec::new(format!("p{a}"), Table::Holding, a, DataType::U16))
+            .collect();
+        Planner::new(points, Limits::default())
+    }
+
+    const UP: Policy = Policy {
+        attempts: 2,
+        stop_on_failure: true,
+    };
+
+    fn values(poll: &UnitPoll) -> Vec<(usize, f64)> {
+        poll.values().map(|(_, p, v)| (p, v)).collect()
+    }
+
+    #[tokio::test]
+    async fn exception_2_splits_the_read_until_the_bad_point_is_isolated() {
+        // Address 5 does not exist; 0, 1 and 10 do. The planner merges all four points.
+        let server = FakeServer::start(|r: Request| {
+            if (r.address..r.address + r.count).contains(&5) {
+                Reply::Exception(2)
+            } else {
+                Reply::Registers(identity(r))
+            }
+        })
+        .await;
+        let mut link = link(server.port);
+        let mut planners = vec![planner(&[0, 1, 5, 10])];
+        assert_eq!(planners[0].reads().len(), 1);
+        let poll = poll_unit(&mut link, 1, &mut planners, &[0], UP).await;
+        assert_eq!(poll.failure, None, "exception 2 does not fail the unit");
+        assert_eq!(values(&poll), [(0, 0.0), (1, 1.0), (3, 10.0)]);
+        assert!(
+            poll.reads
+                .iter()
+                .any(|r| matches!(r.outcome, Outcome::Bad(2))),
+            "{:?}",
+            poll.reads
+        );
+        assert_eq!(planners[0].bad_points()[0].name, "p5");
+        // The next poll uses the adapted plan: no exception any more.
+        let before = server.requests().len();
+        let poll = poll_unit(&mut link, 1, &mut planners, &[0], UP).await;
+        assert_eq!(values(&poll), [(0, 0.0), (1, 1.0), (3, 10.0)]);
+        assert!(poll.attempts.iter().all(|a| a.error.is_none()));
+        assert_eq!(server.requests().len() - before, poll.requests());
+        assert!(poll.requests() <= 2, "{:?}", poll.reads);
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_is_retried_while_the_policy_allows() {
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        let server = FakeServer::start(move |r: Request| {
+            if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                .is_multiple_of(2)
+            {
+                Reply::Exception(6)
+            } else {
+                Reply::Registers(identity(r))
+            }
+        })
+        .await;
+        let mut link = link(server.port);
+        let mut planners = vec![planner(&[3])];
+        let poll = poll_unit(&mut link, 1, &mut planners, &[0], UP).await;
+        assert_eq!(poll.failure, None);
+        assert_eq!(poll.requests(), 2);
+        assert_eq!(
+            poll.attempts[0].error,
+            Some(LinkError::Exception(6)),
+            "server device busy, then the answer"
+        );
+        assert_eq!(values(&poll), [(0, 3.0)]);
+
+        let down = Policy {
+            attempts: 1,
+            stop_on_failure: true,
+        };
+        let poll = poll_unit(&mut link, 1, &mut planners, &[0], down).await;
+        assert_eq!(poll.failure, Some(LinkError::Exception(6)));
+        assert_eq!(poll.requests(), 1);
+        assert_eq!(values(&poll), []);
+    }
+
+    #[tokio::test]
+    async fn a_silent_unit_costs_one_timeout_and_the_rest_of_its_reads_are_skipped() {
+        let server = FakeServer::start(|_| Reply::Silent).await;
+        let mut link = link(server.port);
+        // Far apart: three reads.
+        let mut planners = vec![planner(&[0, 500, 1000])];
+        let policy = Policy {
+            attempts: 1,
+            stop_on_failure: true,
+        };
+        let poll = poll_unit(&mut link, 4, &mut planners, &[0], policy).await;
+        assert_eq!(
+            poll.failure,
+            Some(LinkError::Timeout(Duration::from_millis(100)))
+        );
+        assert_eq!(poll.requests(), 1);
+        let skipped = poll
+            .reads
+            .iter()
+            .filter(|r| r.outcome == Outcome::Skipped)
+            .count();
+        assert_eq!(skipped, 2);
+
+        // The probe tries every read.
+        let policy = Policy {
+            attempts: 1,
+            stop_on_failure: false,
+        };
+        let poll = poll_unit(&mut link, 4, &mut planners, &[0], policy).await;
+        assert_eq!(poll.requests(), 3);
+        assert!(
+            poll.reads
+                .iter()
+                .all(|r| matches!(r.outcome, Outcome::Failed(LinkError::Timeout(_))))
+        );
+    }
+}
