@@ -396,7 +396,11 @@ mod tests {
                 count: 1
             })
         );
-        assert_eq!(parse_range("discrete_input:0..65536").unwrap().count, 65535);
+        assert_eq!(parse_range("discrete_input:1..65536").unwrap().count, 65535);
+        assert!(
+            parse_range("discrete_input:0..65536").is_err(),
+            "longer than a u16 count"
+        );
         for bad in [
             "holding",
             "holding:5..5",
