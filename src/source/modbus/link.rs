@@ -523,3 +523,136 @@ mod tests {
         );
     }
 }
+
+/// RTU over a pseudo-terminal pair: a responder on the master side, the link on the slave.
+#[cfg(all(test, unix))]
+mod rtu_tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_serial::SerialPort;
+
+    use super::*;
+
+    fn crc(data: &[u8]) -> u16 {
+        let mut crc = 0xFFFFu16;
+        for &b in data {
+            crc ^= u16::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xA001
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        crc
+    }
+
+    /// When each request arrived and each answer was written, by the responder's clock.
+    #[derive(Default)]
+    struct Timeline {
+        requests: Vec<Instant>,
+        answers: Vec<Instant>,
+    }
+
+    /// Answers read-holding requests with registers = address + `offset`; the requests listed
+    /// in `late` (by index) are answered after `delay` with wrong values instead.
+    fn responder(
+        mut master: tokio_serial::SerialStream,
+        late: Vec<usize>,
+        delay: Duration,
+    ) -> Arc<Mutex<Timeline>> {
+        let timeline = Arc::new(Mutex::new(Timeline::default()));
+        let t = timeline.clone();
+        tokio::spawn(async move {
+            let mut frame = [0u8; 8];
+            let mut n = 0;
+            loop {
+                // With no slave side open (the link closed it), the master reads EIO.
+                if master.read_exact(&mut frame).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                n += 1;
+                let n = n - 1;
+                t.lock().unwrap().requests.push(Instant::now());
+                let address = u16::from_be_bytes([frame[2], frame[3]]);
+                let count = u16::from_be_bytes([frame[4], frame[5]]);
+                let wrong = late.contains(&n);
+                if wrong {
+                    tokio::time::sleep(delay).await;
+                }
+                let mut answer = vec![frame[0], frame[1], (count * 2) as u8];
+                for i in 0..count {
+                    let value = if wrong { 0xDEAD } else { address + i };
+                    answer.extend_from_slice(&value.to_be_bytes());
+                }
+                let c = crc(&answer);
+                answer.extend_from_slice(&c.to_le_bytes());
+                // A late answer to a closed slave side may fail: it is lost either way.
+                let _ = master.write_all(&answer).await;
+                t.lock().unwrap().answers.push(Instant::now());
+            }
+        });
+        timeline
+    }
+
+    fn pty_link(silence: Duration) -> (tokio_serial::SerialStream, Link) {
+        let (master, slave) = tokio_serial::SerialStream::pair().expect("a pty pair");
+        let device = slave.name().expect("the pty has a name");
+        drop(slave);
+        let link = Link::new(
+            Endpoint::Serial(SerialSettings {
+                device,
+                baud: 19200,
+                parity: Parity::None,
+                data_bits: DataBits::Eight,
+                stop_bits: StopBits::One,
+                inter_frame_silence: silence,
+            }),
+            Duration::from_millis(150),
+        );
+        (master, link)
+    }
+
+    #[tokio::test]
+    async fn requests_keep_the_inter_frame_silence_after_each_answer() {
+        let silence = Duration::from_millis(30);
+        let (master, mut link) = pty_link(silence);
+        let timeline = responder(master, Vec::new(), Duration::ZERO);
+        for address in [0u16, 10, 20, 30] {
+            assert_eq!(
+                link.read(7, Table::Holding, address, 2).await,
+                Ok(ReadData::Registers(vec![address, address + 1]))
+            );
+        }
+        let t = timeline.lock().unwrap();
+        assert_eq!(t.requests.len(), 4);
+        for i in 1..4 {
+            let gap = t.requests[i] - t.answers[i - 1];
+            assert!(
+                gap >= silence,
+                "request {i} came {gap:?} after the answer before it"
+            );
+        }
+        assert_eq!(link.opens(), 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_timeout_the_port_is_reopened_and_the_late_answer_discarded() {
+        let (master, mut link) = pty_link(Duration::from_millis(2));
+        // The first answer comes after the timeout, with wrong values.
+        let _timeline = responder(master, vec![0], Duration::from_millis(250));
+        let e = link.read(1, Table::Holding, 100, 2).await.unwrap_err();
+        assert_eq!(e, LinkError::Timeout(Duration::from_millis(150)));
+        assert!(!link.is_open());
+        // Let the late answer arrive while the port is closed.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            link.read(1, Table::Holding, 5, 2).await,
+            Ok(ReadData::Registers(vec![5, 6]))
+        );
+        assert_eq!(link.opens(), 2);
+    }
+}
