@@ -126,6 +126,55 @@ fn validate_prints_every_problem_on_its_own_line() {
     }
 }
 
+const MODBUS: &str = r#"
+[[sources]]
+type = "modbus_tcp"
+name = "press"
+host = "127.0.0.1"
+units = [1, 2]
+profile = "meter"
+[[sources]]
+type = "modbus_rtu"
+name = "bus"
+device = "/dev/ttyUSB0"
+baud = 19200
+registers = [
+  { name = "t", table = "holding", address = 0, type = "f32", order = "CDAB" },
+  { name = "run", table = "coil", address = 16, type = "bool" },
+]
+[profiles.meter]
+registers = [{ name = "p", table = "input", address = 0, type = "i32", scale = 0.1 }]
+"#;
+
+#[test]
+fn validate_checks_modbus_sources_and_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.toml", &format!("{GOOD}{MODBUS}"));
+    let out = edgewatch(&["validate", "--config", &good]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = MODBUS
+        .replace("profile = \"meter\"", "profile = \"metre\"")
+        .replace("type = \"bool\"", "type = \"u16\"");
+    let bad = write(dir.path(), "bad.toml", &format!("{GOOD}{bad}"));
+    let out = edgewatch(&["validate", "--config", &bad]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    for expected in [
+        "sources[1].profile: unknown profile `metre` (defined: meter)",
+        "sources[2].registers[1].type: coil holds bits: use type = \"bool\" (not u16)",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l == expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
 #[test]
 fn run_with_a_bad_config_exits_64_without_starting_anything() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,9 @@
 //! `[[sources]] type = "modbus_tcp"` / `"modbus_rtu"` and the top-level `[profiles.NAME]`
 //! register maps: the typed config and its parsing. A source's register list is resolved at
 //! load time (inline `registers`, or those of its `profile`), so the scheduler only ever sees
-//! [`ModbusPolling::registers`]. Semantic checks are in `validate_modbus.rs`.
+//! [`ModbusPolling::registers`]. Semantic checks are in `validate_modbus.rs`; a source's
+//! run right after it is parsed (where its index in the file is known), the profiles' in
+//! `validate`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -266,6 +268,24 @@ fn split(table: &mut Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
         .collect()
 }
 
+/// Whether the required `key` is in `table`; a problem at its path when it is not.
+fn present(
+    path: &str,
+    table: &Map<String, Value>,
+    key: &str,
+    what: &str,
+    problems: &mut Vec<Problem>,
+) -> bool {
+    let found = table.contains_key(key);
+    if !found {
+        problems.push(Problem::new(
+            format!("{path}.{key}"),
+            format!("missing ({what})"),
+        ));
+    }
+    found
+}
+
 /// `[[sources]] type = "modbus_tcp"`.
 pub(super) fn tcp_source(
     path: &str,
@@ -274,14 +294,24 @@ pub(super) fn tcp_source(
     problems: &mut Vec<Problem>,
 ) -> Option<ModbusTcpConfig> {
     let transport = split(&mut table, TCP_KEYS);
-    let fields = section::<TcpFields>(path, rest(transport), problems);
+    let fields = present(
+        path,
+        &transport,
+        "host",
+        "the server's host name or address",
+        problems,
+    )
+    .then(|| section::<TcpFields>(path, rest(transport), problems))
+    .flatten();
     let polling = polling(path, table, profiles, 0..=255, problems);
     let fields = fields?;
-    Some(ModbusTcpConfig {
+    let config = ModbusTcpConfig {
         host: fields.host,
         port: fields.port,
         polling: polling?,
-    })
+    };
+    super::validate_modbus::tcp_source(path, &config, problems);
+    Some(config)
 }
 
 /// `[[sources]] type = "modbus_rtu"`.
@@ -292,10 +322,18 @@ pub(super) fn rtu_source(
     problems: &mut Vec<Problem>,
 ) -> Option<ModbusRtuConfig> {
     let transport = split(&mut table, RTU_KEYS);
-    let fields = section::<RtuFields>(path, rest(transport), problems);
+    let fields = present(
+        path,
+        &transport,
+        "device",
+        "the serial device, e.g. /dev/ttyUSB0",
+        problems,
+    )
+    .then(|| section::<RtuFields>(path, rest(transport), problems))
+    .flatten();
     let polling = polling(path, table, profiles, 1..=247, problems);
     let f = fields?;
-    Some(ModbusRtuConfig {
+    let config = ModbusRtuConfig {
         inter_frame_silence_us: f
             .inter_frame_silence_us
             .unwrap_or_else(|| default_inter_frame_silence_us(f.baud)),
@@ -305,7 +343,9 @@ pub(super) fn rtu_source(
         data_bits: f.data_bits,
         stop_bits: f.stop_bits,
         polling: polling?,
-    })
+    };
+    super::validate_modbus::rtu_source(path, &config, problems);
+    Some(config)
 }
 
 fn polling(

@@ -175,7 +175,7 @@ kind = "limit"
         "gateway.id: must not be empty",
         "web.listen: `nowhere` is not an address such as 127.0.0.1:8080",
         "sources[0].interval_ms: must be greater than 0",
-        "sources[1].type: unknown source type `modem` (expected one of: sim, mqtt, http)",
+        "sources[1].type: unknown source type `modem` (expected one of: sim, mqtt, http, modbus_tcp, modbus_rtu)",
         "rules[0].max: a limit rule needs `max`, `min` or both",
     ] {
         assert!(

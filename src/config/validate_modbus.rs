@@ -1,4 +1,5 @@
-//! Semantic checks of the Modbus sources and the `[profiles.NAME]` register maps. Unit ids,
+//! Semantic checks of the Modbus sources (called by the parser, once a source parsed) and the
+//! `[profiles.NAME]` register maps (called by `validate`). Unit ids,
 //! the choice between `profile` and `registers`, and unknown profiles are checked while
 //! parsing (`modbus.rs`), where the key that held them is known.
 

@@ -80,6 +80,8 @@ pub fn decode_raw(data_type: DataType, order: WordOrder, regs: &[u16]) -> Result
         }
         return Ok(f64::from((regs[0] >> n) & 1));
     }
+    // Orders are about multi-register values; a u16 or i16 is read as the device sends it.
+    let order = if width == 1 { WordOrder::Abcd } else { order };
     let b = to_big_endian(order, regs);
     let value = match data_type {
         DataType::Bool => return Err(DecodeError::BadType("bool")),
@@ -102,8 +104,9 @@ fn eight(b: &[u8]) -> [u8; 8] {
     out
 }
 
-/// The registers (wire order) that hold `raw` as `data_type` in `order`; `raw` is converted
-/// with `as` (saturating for integers). For `Bit(n)` the register has only bit `n` set when
+/// The registers (wire order) that hold `raw` as `data_type` in `order` (ignored for
+/// single-register types, like [`decode_raw`] does); `raw` is converted with `as` (saturating
+/// for integers). For `Bit(n)` the register has only bit `n` set when
 /// `raw` is non-zero. `Bool` gives one register 0 or 1.
 pub fn encode_raw(data_type: DataType, order: WordOrder, raw: f64) -> Vec<u16> {
     let bytes: Vec<u8> = match data_type {
@@ -117,6 +120,11 @@ pub fn encode_raw(data_type: DataType, order: WordOrder, raw: f64) -> Vec<u16> {
         DataType::U64 => (raw as u64).to_be_bytes().to_vec(),
         DataType::I64 => (raw as i64).to_be_bytes().to_vec(),
         DataType::F64 => raw.to_be_bytes().to_vec(),
+    };
+    let order = if data_type.width() == 1 {
+        WordOrder::Abcd
+    } else {
+        order
     };
     from_big_endian(order, &bytes)
 }
@@ -180,6 +188,171 @@ pub fn decode_point(point: &PointSpec, data: &ReadData, start: u16) -> Result<f6
 mod tests {
     use super::*;
     use crate::modbus::Table;
+    use proptest::prelude::*;
+
+    #[test]
+    fn orders_generalise_to_64_bits() {
+        let v = 0x0102_0304_0506_0708u64;
+        let regs = |order| from_big_endian(order, &v.to_be_bytes());
+        assert_eq!(regs(WordOrder::Abcd), [0x0102, 0x0304, 0x0506, 0x0708]);
+        assert_eq!(regs(WordOrder::Cdab), [0x0708, 0x0506, 0x0304, 0x0102]);
+        assert_eq!(regs(WordOrder::Badc), [0x0201, 0x0403, 0x0605, 0x0807]);
+        assert_eq!(regs(WordOrder::Dcba), [0x0807, 0x0605, 0x0403, 0x0201]);
+        for order in WordOrder::ALL {
+            assert_eq!(
+                decode_raw(DataType::U64, order, &regs(order)).unwrap(),
+                v as f64
+            );
+        }
+    }
+
+    #[test]
+    fn single_register_types_ignore_the_order() {
+        for order in WordOrder::ALL {
+            assert_eq!(
+                decode_raw(DataType::U16, order, &[0xfffe]).unwrap(),
+                65534.0
+            );
+            assert_eq!(decode_raw(DataType::I16, order, &[0xfffe]).unwrap(), -2.0);
+        }
+    }
+
+    #[test]
+    fn known_values_of_every_type() {
+        let abcd = |t, regs: &[u16]| decode_raw(t, WordOrder::Abcd, regs).unwrap();
+        assert_eq!(abcd(DataType::I32, &[0xffff, 0xfffe]), -2.0);
+        assert_eq!(abcd(DataType::U32, &[0xffff, 0xfffe]), 4_294_967_294.0);
+        assert_eq!(
+            abcd(DataType::F32, &[0x4049, 0x0fdb]),
+            f64::from(std::f32::consts::PI)
+        );
+        assert_eq!(abcd(DataType::I64, &[0xffff; 4]), -1.0);
+        assert_eq!(
+            abcd(DataType::F64, &[0x4009, 0x21fb, 0x5444, 0x2d18]),
+            std::f64::consts::PI
+        );
+        assert_eq!(
+            decode_raw(DataType::Bool, WordOrder::Abcd, &[1]),
+            Err(DecodeError::BadType("bool"))
+        );
+        assert_eq!(
+            decode_raw(DataType::Bit(16), WordOrder::Abcd, &[1]),
+            Err(DecodeError::BadType("bit"))
+        );
+    }
+
+    #[test]
+    fn coils_decode_to_zero_and_one() {
+        let p = PointSpec::new("run", Table::Coil, 17, DataType::Bool);
+        let data = ReadData::Bits(vec![false, true, false]);
+        assert_eq!(decode_point(&p, &data, 16).unwrap(), 1.0);
+        assert_eq!(decode_point(&p, &data, 17).unwrap(), 0.0);
+        assert!(decode_point(&p, &data, 10).is_err());
+    }
+
+    fn order() -> impl Strategy<Value = WordOrder> {
+        prop::sample::select(WordOrder::ALL.to_vec())
+    }
+
+    /// Encodes `raw` as `t` in `order`, decodes it back through a point at `address` in a
+    /// read starting `lead` registers earlier, with scale 1 and offset 0.
+    fn round_trip(t: DataType, order: WordOrder, raw: f64, lead: u16) -> f64 {
+        let mut regs = vec![0xdead; usize::from(lead)];
+        regs.extend(encode_raw(t, order, raw));
+        regs.push(0xbeef);
+        let mut p = PointSpec::new("x", Table::Holding, 100 + lead, t);
+        p.order = order;
+        decode_point(&p, &ReadData::Registers(regs), 100).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn every_integer_type_and_order_round_trips(
+            order in order(),
+            lead in 0u16..4,
+            x in any::<u64>(),
+        ) {
+            let cases = [
+                (DataType::U16, f64::from(x as u16)),
+                (DataType::I16, f64::from(x as i16)),
+                (DataType::U32, f64::from(x as u32)),
+                (DataType::I32, f64::from(x as i32)),
+                (DataType::U64, x as f64),
+                (DataType::I64, x as i64 as f64),
+            ];
+            for (t, v) in cases {
+                prop_assert_eq!(round_trip(t, order, v, lead), v, "{:?} {:?}", t, order);
+            }
+        }
+
+        #[test]
+        fn every_float_type_and_order_round_trips_bit_for_bit(
+            order in order(),
+            lead in 0u16..4,
+            bits32 in any::<u32>(),
+            bits64 in any::<u64>(),
+        ) {
+            let f = f32::from_bits(bits32);
+            let got = round_trip(DataType::F32, order, f64::from(f), lead);
+            prop_assert!(got.to_bits() == f64::from(f).to_bits() || (f.is_nan() && got.is_nan()));
+            let d = f64::from_bits(bits64);
+            let got = round_trip(DataType::F64, order, d, lead);
+            prop_assert!(got.to_bits() == d.to_bits() || (d.is_nan() && got.is_nan()));
+        }
+
+        #[test]
+        fn bit_n_reads_exactly_that_bit(reg in any::<u16>(), n in 0u8..16) {
+            let v = decode_raw(DataType::Bit(n), WordOrder::Abcd, &[reg]).unwrap();
+            prop_assert_eq!(v, f64::from((reg >> n) & 1));
+            let one = encode_raw(DataType::Bit(n), WordOrder::Abcd, 1.0);
+            prop_assert_eq!(decode_raw(DataType::Bit(n), WordOrder::Abcd, &one).unwrap(), 1.0);
+        }
+
+        #[test]
+        fn byte_orders_are_permutations_that_invert(
+            order in order(),
+            regs in prop::collection::vec(any::<u16>(), 1..6),
+        ) {
+            let bytes = to_big_endian(order, &regs);
+            prop_assert_eq!(from_big_endian(order, &bytes), regs.clone());
+            let mut sorted = bytes.clone();
+            sorted.sort_unstable();
+            let mut plain = to_big_endian(WordOrder::Abcd, &regs);
+            plain.sort_unstable();
+            prop_assert_eq!(sorted, plain);
+        }
+
+        #[test]
+        fn scale_and_offset_are_applied_after_decoding(
+            raw in any::<i16>(),
+            scale in -1000.0f64..1000.0,
+            offset in -1000.0f64..1000.0,
+        ) {
+            let mut p = PointSpec::new("x", Table::Input, 0, DataType::I16);
+            p.scale = scale;
+            p.offset = offset;
+            let v = decode_point(&p, &ReadData::Registers(vec![raw as u16]), 0).unwrap();
+            prop_assert_eq!(v, f64::from(raw) * scale + offset);
+        }
+
+        #[test]
+        fn decoding_arbitrary_data_never_panics(
+            t in prop::sample::select(DataType::ALL.to_vec()),
+            order in order(),
+            address in any::<u16>(),
+            start in any::<u16>(),
+            regs in prop::collection::vec(any::<u16>(), 0..8),
+            bits in prop::option::of(prop::collection::vec(any::<bool>(), 0..8)),
+        ) {
+            let mut p = PointSpec::new("x", Table::Holding, address, t);
+            p.order = order;
+            let data = match bits {
+                Some(b) => ReadData::Bits(b),
+                None => ReadData::Registers(regs),
+            };
+            let _ = decode_point(&p, &data, start);
+        }
+    }
 
     #[test]
     fn orders_match_the_spec_for_32_bits() {

@@ -11,8 +11,29 @@
 //!
 //! Invariants:
 //! - A [`Read`] never spans more than [`Limits::max_registers`] registers (register tables) or
-//!   [`Limits::max_bits`] bits (coils, discrete inputs), never crosses address 65535, and every
-//!   point it carries lies wholly inside it.
+//!   [`Limits::max_bits`] bits (coils, discrete inputs), and every point it carries lies wholly
+//!   inside it. (A single point wider than the limit gets a read of its own width; config
+//!   validation refuses such a limit, and points running past address 65535.)
+//! - The planner is driven by the caller, one cycle at a time: [`Planner::cycle`] gives the
+//!   reads (the plan plus due re-probes of bad points); each answer goes to
+//!   [`Planner::decode`] and [`Planner::succeeded`], each exception 2 to [`Planner::split`],
+//!   whose halves may be read at once. [`Planner::run_cycle`] is that loop, synchronous, for
+//!   tests, fuzzing and `examples/modbus_plan.rs`.
+//!
+//! Usage, as the scheduler does it per unit and poll group ([`poll_groups`]):
+//!
+//! ```
+//! use edgewatch::modbus::{DataType, Limits, Planner, PointSpec, ReadData, Table};
+//!
+//! let points = vec![
+//!     PointSpec::new("temperature", Table::Holding, 0, DataType::F32),
+//!     PointSpec::new("status", Table::Holding, 4, DataType::U16),
+//! ];
+//! let mut planner = Planner::new(points, Limits::default());
+//! assert_eq!(planner.reads().len(), 1); // holding:0..5, one request instead of two
+//! let report = planner.run_cycle(|read| Ok(ReadData::Registers(vec![0x41a4, 0, 0, 0, 7])));
+//! assert_eq!(report.values, [(0, 20.5), (1, 7.0)]);
+//! ```
 //! - Decoding is total: any data gives a value or a [`DecodeError`], never a panic.
 
 pub mod decode;
@@ -23,7 +44,7 @@ use std::fmt;
 use serde::Deserialize;
 
 pub use decode::{DecodeError, decode_point, decode_raw, encode_raw};
-pub use plan::{Limits, Planner, Read, SplitOutcome};
+pub use plan::{CycleReport, Limits, Planner, Read, SplitOutcome};
 
 /// The four Modbus data tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]

@@ -254,6 +254,69 @@ impl Planner {
             .filter_map(|&i| self.points.get(i))
             .collect()
     }
+
+    /// The address ranges of the bad points as single reads, for health details
+    /// (`.bad_ranges`: each displays as `holding:5..7`).
+    pub fn bad_reads(&self) -> Vec<Read> {
+        self.bad.keys().map(|&i| single(&self.points, i)).collect()
+    }
+}
+
+/// What [`Planner::run_cycle`] did in one cycle.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CycleReport {
+    /// Requests sent, including those of split reads.
+    pub requests: usize,
+    /// Decoded values as (point index, value), in the order they were read.
+    pub values: Vec<(usize, f64)>,
+    /// Reads that failed with another exception than 2, or whose answer did not decode
+    /// (exception 0 then); not retried in this cycle.
+    pub failed: Vec<(Read, u8)>,
+    /// Points found bad in this cycle (or re-probed without success).
+    pub newly_bad: Vec<usize>,
+}
+
+impl Planner {
+    /// One poll cycle driven synchronously: `answer` plays the device (the data of a read, or
+    /// an exception code). Reads that answer exception 2 are split and their halves read at
+    /// once. This is the reference of what the scheduler does per cycle, for tests, fuzzing
+    /// and the planner example; the scheduler does the same with I/O, timeouts and retries.
+    pub fn run_cycle(
+        &mut self,
+        mut answer: impl FnMut(&Read) -> Result<ReadData, u8>,
+    ) -> CycleReport {
+        let mut report = CycleReport::default();
+        let mut queue: std::collections::VecDeque<Read> = self.cycle().into();
+        while let Some(read) = queue.pop_front() {
+            report.requests += 1;
+            match answer(&read) {
+                Ok(data) => match self.decode(&read, &data) {
+                    Ok(values) => {
+                        let values: Vec<(usize, f64)> = read
+                            .points
+                            .iter()
+                            .copied()
+                            .zip(values.into_iter().map(|(_, v)| v))
+                            .collect();
+                        report.values.extend(values);
+                        self.succeeded(&read);
+                    }
+                    Err(_) => report.failed.push((read, 0)),
+                },
+                Err(super::ILLEGAL_DATA_ADDRESS) => match self.split(&read) {
+                    SplitOutcome::Split(halves) => {
+                        for h in halves.into_iter().rev() {
+                            queue.push_front(h);
+                        }
+                    }
+                    SplitOutcome::Bad(i) => report.newly_bad.push(i),
+                    SplitOutcome::NotPlanned => {}
+                },
+                Err(code) => report.failed.push((read, code)),
+            }
+        }
+        report
+    }
 }
 
 /// A read of exactly one point.
@@ -307,25 +370,5 @@ fn plan(points: &[PointSpec], idx: &[usize], limits: &Limits) -> Vec<Read> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::modbus::DataType;
-
-    fn pt(name: &str, table: Table, address: u16, t: DataType) -> PointSpec {
-        PointSpec::new(name, table, address, t)
-    }
-
-    #[test]
-    fn points_close_together_share_a_read_and_tables_never_mix() {
-        let points = vec![
-            pt("a", Table::Holding, 0, DataType::F32),
-            pt("b", Table::Holding, 4, DataType::U16),
-            pt("c", Table::Input, 4, DataType::U16),
-            pt("d", Table::Holding, 100, DataType::U16),
-        ];
-        let p = Planner::new(points, Limits::default());
-        let reads: Vec<String> = p.reads().iter().map(ToString::to_string).collect();
-        assert_eq!(reads, ["input:4..5", "holding:0..5", "holding:100..101"]);
-        assert_eq!(p.naive_requests(), 4);
-    }
-}
+#[path = "plan_tests.rs"]
+mod tests;
