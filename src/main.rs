@@ -1,6 +1,6 @@
 //! The `edgewatch` binary: parse the command line, load and validate the config (exit 64 when
 //! it is bad), set up logging and signals, then hand over to `app::run` (or, for `export`, to
-//! `export::export`, for `simulate`, to `simulate::main`).
+//! `export::export`, for `simulate`, to `simulate::main`, for `probe`, to `probe`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,7 +65,7 @@ enum Command {
     },
     /// Commissioning checks: read a Modbus device directly (`probe modbus ...`), or poll every
     /// unit of one configured Modbus source once (`probe --config PATH --source NAME`). Exit 0
-    /// when every read succeeded, 1 when one failed, 64 for a usage error.
+    /// when every read succeeded, 1 when one failed, 64 for a bad config or usage.
     #[command(args_conflicts_with_subcommands = true)]
     Probe {
         /// Path of the TOML config file (with --source).

@@ -10,7 +10,9 @@
 //!   source once with the scheduler's own poll function and prints sensor, field and value, or
 //!   the error of each read.
 //!
-//! Exit status: 0 when every read succeeded, 1 when one failed, 64 for a usage error.
+//! Exit status: 0 when every read succeeded, 1 when one failed, 2 for a command line clap
+//! refuses, 64 for a usage error found here (a bad config, an unknown source, a type that does
+//! not fit the table).
 
 use std::io::Write;
 use std::time::Duration;
