@@ -14,7 +14,8 @@ use super::link::{Link, LinkError};
 /// How a poll treats failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// Attempts per read (1 + retries while the unit is up, 1 while it is down).
+    /// Attempts per read (1 + retries while the unit is up, 1 while it is down); a read that
+    /// timed out is never repeated in the same poll.
     pub attempts: u32,
     /// Stop at the first read that fails for good (the scheduler: a dead unit costs the bus
     /// one timeout); `false` tries every read (the probe reports each).
@@ -200,7 +201,9 @@ async fn read_once(
                 SplitOutcome::NotPlanned => Outcome::Failed(error),
             };
         }
-        if tries >= policy.attempts.max(1) {
+        // A timeout is not repeated at once: on a shared bus every repeat would delay the
+        // other units by another timeout (the unit's next cycle is its retry).
+        if tries >= policy.attempts.max(1) || matches!(error, LinkError::Timeout(_)) {
             return Outcome::Failed(error);
         }
     }

@@ -26,7 +26,7 @@ use crate::modbus::Planner;
 use crate::model::{Batch, Quality, Reading, SeriesKey, Tags, TimeNs, format_time};
 use crate::source::backoff::jitter;
 
-use super::link::{Endpoint, Link};
+use super::link::{Endpoint, Link, LinkError};
 use super::poll::{Policy, UnitPoll, poll_unit};
 use super::schedule::Schedule;
 use super::unit::{Change, Status, UnitState};
@@ -287,7 +287,8 @@ impl Unit {
             }
             Some(e) => {
                 self.last_error = Some(e.to_string());
-                self.state.failed(Instant::now(), jitter())
+                let timed_out = matches!(e, LinkError::Timeout(_));
+                self.state.failed(Instant::now(), jitter(), timed_out)
             }
         };
         match change {

@@ -1,8 +1,11 @@
 //! The state of one Modbus unit (sans-IO, given the time): up or down, consecutive failures,
 //! and when a unit that is down is tried again.
 //!
-//! - While a unit is up (or not yet known), a failed request is tried `retries` more times
-//!   before the poll counts as failed; one failed poll takes the unit down.
+//! - While a unit is up (or not yet known), a request that failed fast (an exception, a reset,
+//!   a garbled answer) is tried `retries` more times at once before the poll counts as failed.
+//!   A request that timed out is not repeated in the same cycle: the unit's next cycle is its
+//!   retry, so a unit that stops answering costs its bus one timeout per cycle. The unit goes
+//!   down after a poll that failed fast, or after `1 + retries` polls in a row that timed out.
 //! - While it is down, it is polled at most once per jittered backoff delay (doubling from
 //!   `backoff_initial` up to `backoff_max`), with a single attempt and no retries, and the poll
 //!   stops at the first failure: a dead unit costs its bus at most one timeout per cycle.
@@ -107,9 +110,14 @@ impl UnitState {
         change
     }
 
-    /// A poll failed at `now` (after its attempts); `jitter` in [0.5, 1] scales the delay
-    /// before the next attempt.
-    pub fn failed(&mut self, now: Instant, jitter: f64) -> Option<Change> {
+    /// A poll failed at `now` (after its attempts; `timed_out`: its last request got no
+    /// answer); `jitter` in [0.5, 1] scales the delay before the next attempt.
+    pub fn failed(&mut self, now: Instant, jitter: f64, timed_out: bool) -> Option<Change> {
+        if timed_out && self.status != Status::Down && self.consecutive_failures < self.retries {
+            // Retried in the next cycle, still counted as up (or starting).
+            self.consecutive_failures += 1;
+            return None;
+        }
         let change = (self.status != Status::Down).then_some(Change::WentDown);
         self.status = Status::Down;
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
@@ -144,7 +152,7 @@ mod tests {
         let mut u = unit();
         let t0 = Instant::now();
         u.succeeded();
-        assert_eq!(u.failed(t0, 1.0), Some(Change::WentDown));
+        assert_eq!(u.failed(t0, 1.0, false), Some(Change::WentDown));
         assert_eq!(u.status(), Status::Down);
         assert_eq!(u.attempts(), 1, "no retries while down");
         assert_eq!(u.retry_at(), Some(t0 + Duration::from_secs(1)));
@@ -156,7 +164,7 @@ mod tests {
         let mut now = t0 + Duration::from_secs(1);
         let mut delays = Vec::new();
         for _ in 0..5 {
-            assert_eq!(u.failed(now, 1.0), None, "already down");
+            assert_eq!(u.failed(now, 1.0, false), None, "already down");
             let at = u.retry_at().unwrap();
             delays.push((at - now).as_secs());
             now = at;
@@ -169,7 +177,7 @@ mod tests {
     fn jitter_shortens_the_delay_by_at_most_half() {
         let mut u = unit();
         let t0 = Instant::now();
-        u.failed(t0, 0.5);
+        u.failed(t0, 0.5, false);
         assert_eq!(u.retry_at(), Some(t0 + Duration::from_millis(500)));
     }
 
@@ -177,15 +185,15 @@ mod tests {
     fn success_while_down_brings_the_unit_up_and_resets_the_backoff() {
         let mut u = unit();
         let t0 = Instant::now();
-        u.failed(t0, 1.0);
-        u.failed(t0, 1.0);
-        u.failed(t0, 1.0);
+        u.failed(t0, 1.0, false);
+        u.failed(t0, 1.0, false);
+        u.failed(t0, 1.0, false);
         assert_eq!(u.succeeded(), Some(Change::WentUp));
         assert_eq!(u.consecutive_failures(), 0);
         assert_eq!(u.retry_at(), None);
         assert!(u.due(t0));
         assert_eq!(u.attempts(), 3);
-        u.failed(t0, 1.0);
+        u.failed(t0, 1.0, false);
         assert_eq!(
             u.retry_at(),
             Some(t0 + Duration::from_secs(1)),
@@ -194,10 +202,41 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_take_the_unit_down_after_one_plus_retries_polls_in_a_row() {
+        let mut u = unit();
+        let t0 = Instant::now();
+        u.succeeded();
+        assert_eq!(
+            u.failed(t0, 1.0, true),
+            None,
+            "first timeout: retried next cycle"
+        );
+        assert_eq!(
+            u.failed(t0, 1.0, true),
+            None,
+            "second timeout: retried next cycle"
+        );
+        assert_eq!(u.status(), Status::Up);
+        assert!(u.due(t0), "still polled every cycle");
+        assert_eq!(u.consecutive_failures(), 2);
+        assert_eq!(u.failed(t0, 1.0, true), Some(Change::WentDown));
+        assert_eq!(u.consecutive_failures(), 3);
+        // A success in between starts the count again.
+        u.succeeded();
+        assert_eq!(u.failed(t0, 1.0, true), None);
+        assert_eq!(u.succeeded(), None, "was never reported down");
+        assert_eq!(
+            u.failed(t0, 1.0, false),
+            Some(Change::WentDown),
+            "a fast failure"
+        );
+    }
+
+    #[test]
     fn a_unit_that_never_answered_goes_straight_from_starting_to_down() {
         let mut u = UnitState::new(0, Duration::from_millis(100), Duration::from_secs(1));
         assert_eq!(u.attempts(), 1, "retries = 0");
-        assert_eq!(u.failed(Instant::now(), 1.0), Some(Change::WentDown));
+        assert_eq!(u.failed(Instant::now(), 1.0, false), Some(Change::WentDown));
         assert_eq!(u.status().as_str(), "down");
     }
 }
