@@ -265,6 +265,10 @@ fn print_values(
             ReadData::Bits(b) => u8::from(b.get(i).copied().unwrap_or_default()).to_string(),
         };
         let _ = match decode_point(&point, data, start) {
+            // An f32 is shown with the digits it holds (-273.15, not -273.1499938964844).
+            Ok(value) if data_type == DataType::F32 => {
+                writeln!(out, "{table}:{address}  {raw}  {}", value as f32)
+            }
             Ok(value) => writeln!(out, "{table}:{address}  {raw}  {value}"),
             Err(e) => writeln!(out, "{table}:{address}  {raw}  error: {e}"),
         };

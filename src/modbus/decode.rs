@@ -90,12 +90,22 @@ pub fn decode_raw(data_type: DataType, order: WordOrder, regs: &[u16]) -> Result
         DataType::I16 => f64::from(i16::from_be_bytes([b[0], b[1]])),
         DataType::U32 => f64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
         DataType::I32 => f64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])),
-        DataType::F32 => f64::from(f32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        DataType::F32 => f32_as_written(f32::from_be_bytes([b[0], b[1], b[2], b[3]])),
         DataType::U64 => u64::from_be_bytes(eight(&b)) as f64,
         DataType::I64 => i64::from_be_bytes(eight(&b)) as f64,
         DataType::F64 => f64::from_be_bytes(eight(&b)),
     };
     Ok(value)
+}
+
+/// An f32 as the f64 of its shortest decimal form: a device's -273.15f32 is stored and shown as
+/// -273.15, not as -273.1499938964844 (`f64::from`). Converting back to f32 gives the same
+/// bits, so nothing is lost.
+fn f32_as_written(f: f32) -> f64 {
+    if !f.is_finite() {
+        return f64::from(f);
+    }
+    f.to_string().parse().unwrap_or(f64::from(f))
 }
 
 fn eight(b: &[u8]) -> [u8; 8] {
@@ -224,8 +234,10 @@ mod tests {
         assert_eq!(abcd(DataType::U32, &[0xffff, 0xfffe]), 4_294_967_294.0);
         assert_eq!(
             abcd(DataType::F32, &[0x4049, 0x0fdb]),
-            f64::from(std::f32::consts::PI)
+            3.1415927,
+            "an f32 is its shortest decimal form"
         );
+        assert_eq!(abcd(DataType::F32, &[0xC388, 0x9333]), -273.15);
         assert_eq!(abcd(DataType::I64, &[0xffff; 4]), -1.0);
         assert_eq!(
             abcd(DataType::F64, &[0x4009, 0x21fb, 0x5444, 0x2d18]),
@@ -294,7 +306,7 @@ mod tests {
         ) {
             let f = f32::from_bits(bits32);
             let got = round_trip(DataType::F32, order, f64::from(f), lead);
-            prop_assert!(got.to_bits() == f64::from(f).to_bits() || (f.is_nan() && got.is_nan()));
+            prop_assert!((got as f32).to_bits() == f.to_bits() || (f.is_nan() && got.is_nan()));
             let d = f64::from_bits(bits64);
             let got = round_trip(DataType::F64, order, d, lead);
             prop_assert!(got.to_bits() == d.to_bits() || (d.is_nan() && got.is_nan()));
