@@ -233,8 +233,8 @@ mod tests {
         assert_eq!(abcd(DataType::I32, &[0xffff, 0xfffe]), -2.0);
         assert_eq!(abcd(DataType::U32, &[0xffff, 0xfffe]), 4_294_967_294.0);
         assert_eq!(
-            abcd(DataType::F32, &[0x4049, 0x0fdb]),
-            3.1415927,
+            abcd(DataType::F32, &[0x3F9D, 0x70A4]),
+            1.23,
             "an f32 is its shortest decimal form"
         );
         assert_eq!(abcd(DataType::F32, &[0xC388, 0x9333]), -273.15);
