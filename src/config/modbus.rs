@@ -64,7 +64,8 @@ pub struct ModbusPolling {
     pub interval_ms: u64,
     /// A request without an answer after this long has failed.
     pub timeout_ms: u64,
-    /// Extra attempts of a failed request while the unit is up.
+    /// While the unit is up: extra attempts of a request that failed fast (a timed-out one is
+    /// retried on the next cycle; the unit is down after `1 + retries` timeouts in a row).
     pub retries: u32,
     /// Planner: merge reads across holes of at most this many registers (bits).
     pub max_gap: u16,
