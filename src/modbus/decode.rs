@@ -105,7 +105,17 @@ fn f32_as_written(f: f32) -> f64 {
     if !f.is_finite() {
         return f64::from(f);
     }
-    f.to_string().parse().unwrap_or(f64::from(f))
+    // Formatted on the stack: this runs for every f32 point of every poll.
+    let mut buf = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    if std::io::Write::write_fmt(&mut cursor, format_args!("{f}")).is_err() {
+        return f64::from(f);
+    }
+    let len = cursor.position() as usize;
+    std::str::from_utf8(&buf[..len])
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(f64::from(f))
 }
 
 fn eight(b: &[u8]) -> [u8; 8] {
