@@ -181,7 +181,10 @@ async fn polls_the_live_unit_on_its_interval_and_a_silent_one_once_per_backoff()
         );
         let health = registry.snapshot().remove(0);
         assert_eq!(health.state, "stopped");
-        assert_eq!(health.readings as usize, batches.iter().map(|b| b.readings.len()).sum::<usize>());
+        assert_eq!(
+            health.readings as usize,
+            batches.iter().map(|b| b.readings.len()).sum::<usize>()
+        );
 
         assert_eq!(
             metrics.modbus_unit_up.get_or_create(&label("1")).get(),
@@ -245,7 +248,10 @@ async fn a_slow_device_overruns_and_the_missed_ticks_are_skipped_and_counted() {
         let requests = sim.requests();
         assert!(requests.len() <= 8, "{requests:?}");
         for pair in requests.windows(2) {
-            let gap = pair[1].time.duration_since(pair[0].time).unwrap_or_default();
+            let gap = pair[1]
+                .time
+                .duration_since(pair[0].time)
+                .unwrap_or_default();
             assert!(gap >= Duration::from_millis(250), "{requests:?}");
         }
     })
