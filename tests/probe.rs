@@ -1,79 +1,79 @@
 //! `edgewatch probe` as a technician runs it: output lines, exact errors and exit codes,
-//! against a tiny Modbus TCP responder in this process (the simulator-based end-to-end tests
-//! are elsewhere).
+//! against the real Modbus simulator (tests/support/modbus_sim.py) over TCP and over RTU on
+//! its socat pty. Every run of the binary is bounded by [`RUN_TIMEOUT`].
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output};
+mod support;
 
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::modbus::{self, Kind, ModbusSim, Order, SimOptions};
+
+/// Bound of one run of `edgewatch probe`.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `edgewatch ARGS`, killed if it has not exited within [`RUN_TIMEOUT`].
 fn edgewatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgewatch"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgewatch"))
         .args(args)
         .env_remove("RUST_LOG")
-        .output()
-        .expect("run edgewatch")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run edgewatch");
+    // Small outputs: the pipes never fill, so waiting before reading cannot block.
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for edgewatch") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("edgewatch {args:?} did not exit within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Serves Modbus TCP on a free port: read holding/input registers answer `address + i`,
-/// except addresses from 100 on, which answer exception 2; unit 9 never answers.
-fn responder() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || serve(stream));
-        }
-    });
-    port
-}
-
-fn serve(mut s: TcpStream) {
-    let mut h = [0u8; 7];
-    while s.read_exact(&mut h).is_ok() {
-        let len = usize::from(u16::from_be_bytes([h[4], h[5]])) - 1;
-        let mut pdu = vec![0u8; len];
-        if s.read_exact(&mut pdu).is_err() {
-            return;
-        }
-        if h[6] == 9 {
-            continue;
-        }
-        let address = u16::from_be_bytes([pdu[1], pdu[2]]);
-        let count = u16::from_be_bytes([pdu[3], pdu[4]]);
-        let body = if address + count > 100 {
-            vec![pdu[0] | 0x80, 2]
-        } else {
-            let mut b = vec![pdu[0], (count * 2) as u8];
-            for i in 0..count {
-                b.extend_from_slice(&(address + i).to_be_bytes());
-            }
-            b
-        };
-        let mut frame = vec![h[0], h[1], 0, 0];
-        frame.extend_from_slice(&((body.len() + 1) as u16).to_be_bytes());
-        frame.push(h[6]);
-        frame.extend(body);
-        if s.write_all(&frame).is_err() {
-            return;
-        }
-    }
-}
-
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `0x1234 0xABCD`.
+fn hex(words: &[u16]) -> String {
+    words
+        .iter()
+        .map(|w| format!("0x{w:04X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[test]
 fn probe_modbus_prints_address_raw_registers_and_value() {
-    let port = responder().to_string();
+    let sim = ModbusSim::tcp(SimOptions::default());
+    let port = sim.port().to_string();
     let out = edgewatch(&[
         "probe",
         "modbus",
@@ -84,16 +84,20 @@ fn probe_modbus_prints_address_raw_registers_and_value() {
         "--unit",
         "1",
         "--read",
-        "holding:0..3",
+        "holding:0..2",
         "--read",
-        "input:7",
+        "input:1",
     ]);
     assert_eq!(
         stdout(&out),
-        "holding:0  0x0000  0\nholding:1  0x0001  1\nholding:2  0x0002  2\ninput:7  0x0007  7\n"
+        "holding:0  0x0001  1\nholding:1  0x8025  32805\ninput:1  0x4952  18770\n"
     );
     assert!(out.status.success());
 
+    // The CDAB block's u32 and i32, both read as u32: the second register is the high word.
+    let cdab = Order::Cdab;
+    let (at_u32, at_i32) = (Kind::U32.address(cdab), Kind::I32.address(cdab));
+    let read = format!("holding:{at_u32}..{}", at_i32 + 2);
     let out = edgewatch(&[
         "probe",
         "modbus",
@@ -101,25 +105,75 @@ fn probe_modbus_prints_address_raw_registers_and_value() {
         "127.0.0.1",
         "--port",
         &port,
+        "--unit",
+        "2",
         "--read",
-        "holding:10..14",
+        &read,
         "--type",
         "u32",
         "--order",
         "CDAB",
     ]);
-    // CDAB: the second register is the high word.
     let expected = format!(
-        "holding:10  0x000A 0x000B  {}\nholding:12  0x000C 0x000D  {}\n",
-        (11u32 << 16) | 10,
-        (13u32 << 16) | 12
+        "holding:{at_u32}  {}  {}\nholding:{at_i32}  {}  {}\n",
+        hex(&Kind::U32.words(cdab)),
+        modbus::U32_VALUE,
+        hex(&Kind::I32.words(cdab)),
+        modbus::I32_VALUE as u32,
     );
     assert_eq!(stdout(&out), expected);
+    assert!(out.status.success());
+}
+
+#[test]
+fn probe_modbus_over_rtu_prints_values_and_a_timeout() {
+    let sim = ModbusSim::rtu(SimOptions::default().baud(19200));
+    let tty = sim.client_tty();
+    let tty = tty.to_str().expect("a UTF-8 temp path");
+    let out = edgewatch(&[
+        "probe",
+        "modbus",
+        "--serial",
+        tty,
+        "--baud",
+        "19200",
+        "--unit",
+        "3",
+        "--read",
+        "holding:0..2",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "holding:0  0x0003  3\nholding:1  0x8025  32805\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+
+    // Unit 9 is not on the bus.
+    let out = edgewatch(&[
+        "probe",
+        "modbus",
+        "--serial",
+        tty,
+        "--baud",
+        "19200",
+        "--unit",
+        "9",
+        "--read",
+        "holding:0",
+        "--timeout-ms",
+        "200",
+    ]);
+    assert_eq!(stdout(&out), "holding:0..1  error: timeout after 200 ms\n");
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn probe_modbus_prints_the_exact_error_and_exits_1() {
-    let port = responder().to_string();
+    let mut sim = ModbusSim::tcp(SimOptions::default());
+    let port = sim.port().to_string();
+    // Holding 2 is not defined in the simulator.
     let out = edgewatch(&[
         "probe",
         "modbus",
@@ -128,14 +182,15 @@ fn probe_modbus_prints_the_exact_error_and_exits_1() {
         "--port",
         &port,
         "--read",
-        "holding:98..102",
+        "holding:0..3",
     ]);
     assert_eq!(
         stdout(&out),
-        "holding:98..102  error: exception 2 (illegal data address)\n"
+        "holding:0..3  error: exception 2 (illegal data address)\n"
     );
     assert_eq!(out.status.code(), Some(1));
 
+    // Unit 9 is not served: no answer.
     let out = edgewatch(&[
         "probe",
         "modbus",
@@ -153,14 +208,14 @@ fn probe_modbus_prints_the_exact_error_and_exits_1() {
     assert_eq!(stdout(&out), "holding:0..1  error: timeout after 200 ms\n");
     assert_eq!(out.status.code(), Some(1));
 
-    let closed = closed_port().to_string();
+    sim.stop();
     let out = edgewatch(&[
         "probe",
         "modbus",
         "--host",
         "127.0.0.1",
         "--port",
-        &closed,
+        &port,
         "--read",
         "coil:16",
     ]);
@@ -191,7 +246,8 @@ fn probe_usage_errors_exit_64() {
 
 #[test]
 fn probe_config_polls_every_unit_of_the_source_once() {
-    let port = responder();
+    let sim = ModbusSim::tcp(SimOptions::default());
+    let port = sim.port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mb.toml");
     std::fs::write(
@@ -211,9 +267,9 @@ units = [1, 9]
 timeout_ms = 200
 retries = 0
 registers = [
-  {{ name = "a", table = "holding", address = 3, type = "u16", scale = 0.5 }},
-  {{ name = "b", table = "holding", address = 4, type = "u16" }},
-  {{ name = "c", table = "holding", address = 100, type = "u16" }},
+  {{ name = "a", table = "holding", address = 0, type = "u16", scale = 0.5 }},
+  {{ name = "b", table = "holding", address = 1, type = "u16" }},
+  {{ name = "c", table = "holding", address = 50, type = "u16" }},
 ]
 "#,
             store = dir.path().join("s.redb").display()
@@ -223,16 +279,15 @@ registers = [
     let path = config.to_str().unwrap();
     let out = edgewatch(&["probe", "--config", path, "--source", "press"]);
     let text = stdout(&out);
-    assert!(text.contains("press-1  a  1.5\n"), "{text}");
-    assert!(text.contains("press-1  b  4\n"), "{text}");
+    // Holding 0 is the unit id, holding 1 0x8025; holding 50 is not defined.
+    assert!(text.contains("press-1  a  0.5\n"), "{text}");
+    assert!(text.contains("press-1  b  32805\n"), "{text}");
     assert!(
-        text.contains(
-            "press-1  c  error: exception 2 (illegal data address) at holding:100..101\n"
-        ),
+        text.contains("press-1  c  error: exception 2 (illegal data address) at holding:50..51\n"),
         "{text}"
     );
     assert!(
-        text.contains("press-9  holding:3..5 (a, b)  error: timeout after 200 ms\n"),
+        text.contains("press-9  holding:0..2 (a, b)  error: timeout after 200 ms\n"),
         "{text}"
     );
     assert_eq!(out.status.code(), Some(1), "{text}");

@@ -350,5 +350,21 @@ async fn call(
 }
 
 #[cfg(test)]
-#[path = "link_tests.rs"]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_are_classified() {
+        use io::ErrorKind as K;
+        let e = |k| classify_io(&io::Error::from(k));
+        assert_eq!(e(K::ConnectionRefused), LinkError::Refused);
+        assert_eq!(e(K::ConnectionReset), LinkError::Reset);
+        assert_eq!(e(K::BrokenPipe), LinkError::Reset);
+        assert!(matches!(e(K::InvalidData), LinkError::Decode(_)));
+        assert!(matches!(e(K::NotFound), LinkError::Io(_)));
+        assert_eq!(
+            LinkError::Exception(11).to_string(),
+            "exception 11 (gateway target device failed to respond)"
+        );
+    }
+}

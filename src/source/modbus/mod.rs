@@ -19,9 +19,12 @@
 //! successful poll of a unit is one [`Batch`](crate::model::Batch) whose readings all carry
 //! the gateway time at the start of that poll and quality GOOD; a failed poll sends nothing
 //! and only changes the unit's health.
+//!
+//! [`link`] and [`poll`] are public for `edgewatch probe` and for the integration tests,
+//! which drive the link, one unit poll and the whole task ([`ModbusSource`]) against the
+//! pymodbus simulator (tests/modbus_link.rs, tests/modbus_poll.rs, tests/modbus_task.rs);
+//! only the sans-IO parts ([`schedule`], [`unit`], error classification) are unit-tested here.
 
-#[cfg(test)]
-mod fake;
 pub mod link;
 pub mod poll;
 pub mod schedule;

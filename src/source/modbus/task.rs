@@ -396,7 +396,3 @@ fn groups_detail(plan: &PollPlan) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
-
-#[cfg(test)]
-#[path = "task_tests.rs"]
-mod tests;
