@@ -9,14 +9,26 @@
 //!   request connects (TCP) or opens the port (RTU) again;
 //! - RTU does not keep the 3.5-character silence between frames: the link waits
 //!   `inter_frame_silence` after the end of every exchange before it sends the next request.
+//! - RTU answers carry no transaction id, so an answer that comes after its request timed out
+//!   looks like the answer to the next request of the same shape; once taken, every later
+//!   answer is one request off. The input buffer is therefore emptied before every request
+//!   (whatever arrived since the last answer is stale), and a unit whose request timed out is
+//!   not asked again until one more timeout has passed ([`Link::ready_for`]), so that its late
+//!   answer lands while nobody waits for it and is thrown away. The scheduler skips the unit
+//!   until then instead of waiting: the other units on the bus keep their schedule.
 //!
 //! Errors are classified ([`LinkError`]) into what a technician reads in the health details
 //! and what the metrics count by `reason`.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -165,6 +177,8 @@ pub struct Link {
     context: Option<Context>,
     /// RTU: the earliest time the next request may go on the bus.
     quiet_until: Option<Instant>,
+    /// RTU: per unit whose request timed out, until when a late answer may still come.
+    late_until: HashMap<u8, Instant>,
     /// How many times the context was opened (connects or port opens).
     opens: u64,
     /// Round trip of the last request that was sent (a timeout counts as the timeout).
@@ -178,6 +192,7 @@ impl Link {
             timeout,
             context: None,
             quiet_until: None,
+            late_until: HashMap::new(),
             opens: 0,
             last_round_trip: None,
         }
@@ -203,6 +218,12 @@ impl Link {
     /// Round trip of the last request sent; `None` when the last call failed before sending.
     pub fn last_round_trip(&self) -> Option<Duration> {
         self.last_round_trip
+    }
+
+    /// Whether `unit` may be asked at `now`: not while an answer to its last, timed-out
+    /// request may still arrive (RTU only; one timeout after the timeout).
+    pub fn ready_for(&self, unit: u8, now: Instant) -> bool {
+        self.late_until.get(&unit).is_none_or(|until| now >= *until)
     }
 
     /// Drops the context; the next request opens a new one.
@@ -252,6 +273,12 @@ impl Link {
         if let Some(silence) = silence {
             self.quiet_until = Some(done + silence);
         }
+        if silence.is_some() {
+            match answer {
+                Err(_) => self.late_until.insert(unit, done + limit),
+                Ok(_) => self.late_until.remove(&unit),
+            };
+        }
         let data = match answer {
             Err(_elapsed) => return Err(LinkError::Timeout(limit)),
             Ok(Err(e)) => return Err(classify(e, tcp)),
@@ -300,7 +327,7 @@ impl Link {
                 let port = open_serial(s)?;
                 // The line settles; a request sent at once could meet a half frame.
                 self.quiet_until = Some(Instant::now() + s.inter_frame_silence);
-                rtu::attach(port)
+                rtu::attach(FreshInput(port))
             }
         };
         self.opens += 1;
@@ -321,6 +348,42 @@ fn open_serial(s: &SerialSettings) -> Result<tokio_serial::SerialStream, LinkErr
     // Whatever a device sent after our last timeout must not be read as the next answer.
     let _ = port.clear(tokio_serial::ClearBuffer::All);
     Ok(port)
+}
+
+/// A serial port that empties its input buffer before each request is written: bytes that
+/// arrived since the last answer (a late answer, line noise) are never read as the answer.
+#[derive(Debug)]
+struct FreshInput(tokio_serial::SerialStream);
+
+impl AsyncRead for FreshInput {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FreshInput {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        use tokio_serial::SerialPort;
+        // A request is written only while no answer is awaited, so this never drops an answer.
+        let _ = self.0.clear(tokio_serial::ClearBuffer::Input);
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 async fn call(

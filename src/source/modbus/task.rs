@@ -121,7 +121,9 @@ impl ModbusSource {
             }
             let due = schedule.due(Instant::now());
             for unit in &mut units {
-                if !unit.state.due(Instant::now()) {
+                let now = Instant::now();
+                // A unit that timed out waits for its late answer to pass; the others go on.
+                if !unit.state.due(now) || !link.ready_for(unit.id, now) {
                     continue;
                 }
                 let policy = Policy {
