@@ -4,97 +4,29 @@
 //!
 //! `cargo run --example modbus_plan`
 //!
-//! The map (built deterministically below) is a power-meter-like device: about 200 registers
-//! of small points (u16, i16, u32, f32, u64 energy counters, status bits) in blocks spread over
-//! the input and holding tables, holes of 0 to 4 unused registers inside a block and larger
-//! ones between blocks, plus a few coils and discrete inputs. No I/O: the device is simulated
-//! with `Planner::run_cycle`.
+//! The map (examples/support/modbus_map.rs, shared with `examples/modbus_bench.rs`, which
+//! polls it from the test simulator) is a power-meter-like device: about 200 registers of
+//! small points (u16, i16, u32, f32, u64 energy counters, status bits) in seven blocks, holes of
+//! 0 to 4 unused registers inside a block and larger ones between blocks, plus two input
+//! registers, a few coils and discrete inputs. No I/O: the device is the simulator's layout
+//! (`modbus_map::sim_answer`) driven by `Planner::run_cycle`.
+
+#[path = "support/modbus_map.rs"]
+mod modbus_map;
 
 use std::collections::BTreeSet;
 
-use edgewatch::modbus::{DataType, Limits, Planner, PointSpec, Read, ReadData, Table};
+use edgewatch::modbus::{Limits, Planner, Read, ReadData, Table};
+use modbus_map::{register_map, sim_answer};
 
-/// A tiny deterministic generator (xorshift), so every run prints the same figures.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Blocks of (table, first address, registers to fill).
-const BLOCKS: &[(Table, u16, u16)] = &[
-    (Table::Input, 0, 62),      // instantaneous values: voltages, currents, power
-    (Table::Input, 100, 46),    // power quality
-    (Table::Input, 400, 56),    // energy counters
-    (Table::Input, 3000, 36),   // diagnostics
-    (Table::Holding, 0, 36),    // status and alarm words
-    (Table::Holding, 200, 46),  // set points
-    (Table::Holding, 4096, 34), // identification, firmware
-];
-
-fn register_map() -> Vec<PointSpec> {
-    let mut rng = Rng(0x5eed_cafe);
-    let mut points = Vec::new();
-    for &(table, first, span) in BLOCKS {
-        let end = first + span;
-        let mut at = first;
-        while at < end {
-            let t = match rng.below(10) {
-                0..=3 => DataType::F32,
-                4..=5 => DataType::U16,
-                6 => DataType::I16,
-                7 => DataType::U32,
-                8 if table == Table::Holding => DataType::Bit(rng.below(16) as u8),
-                8 => DataType::U16,
-                _ if table == Table::Input && first == 400 => DataType::U64,
-                _ => DataType::I32,
-            };
-            if at + t.width() > end {
-                break;
-            }
-            let name = format!("{}_{at}", table.name());
-            points.push(PointSpec::new(name, table, at, t));
-            // Holes of 0..=4 unused registers between points of a block.
-            at += t.width() + [0, 0, 0, 1, 2, 4][rng.below(6) as usize];
-        }
-    }
-    for (table, base) in [(Table::Coil, 0), (Table::DiscreteInput, 16)] {
-        for i in 0..12u16 {
-            let address = base + i * 2 + u16::from(i >= 6) * 20;
-            points.push(PointSpec::new(
-                format!("{}_{address}", table.name()),
-                table,
-                address,
-                DataType::Bool,
-            ));
-        }
-    }
-    points
-}
-
-/// A device with every address of the map, refusing those in `refused` with exception 2.
+/// The simulator (unit 1), refusing also the addresses in `refused` with exception 2.
 fn device(refused: &BTreeSet<(Table, u16)>) -> impl FnMut(&Read) -> Result<ReadData, u8> + '_ {
     move |read| {
-        let range = u32::from(read.address)..read.end();
-        if range
-            .clone()
-            .any(|a| refused.contains(&(read.table, a as u16)))
-        {
+        let mut range = u32::from(read.address)..read.end();
+        if range.any(|a| refused.contains(&(read.table, a as u16))) {
             return Err(2);
         }
-        Ok(if read.table.is_bits() {
-            ReadData::Bits(range.map(|a| a % 3 == 0).collect())
-        } else {
-            ReadData::Registers(range.map(|a| a as u16).collect())
-        })
+        sim_answer(1, read)
     }
 }
 
@@ -137,6 +69,13 @@ fn main() {
     }
 
     let mut planner = Planner::new(points.clone(), Limits::default());
+    // The map lies where the simulator answers: a clean cycle decodes every point.
+    let clean = planner.clone().run_cycle(|read| sim_answer(1, read));
+    assert!(
+        clean.failed.is_empty() && clean.newly_bad.is_empty(),
+        "the map touches an address the simulator refuses: {clean:?}"
+    );
+    assert_eq!(clean.values.len(), points.len());
     println!();
     println!("planned reads (max_gap 8):");
     for r in planner.reads() {
@@ -144,7 +83,7 @@ fn main() {
     }
 
     // The device lacks one register inside a merged read (a map written for another model).
-    let missing = (Table::Input, 412);
+    let missing = (Table::Holding, 1212);
     let refused = BTreeSet::from([missing]);
     let first = planner.run_cycle(device(&refused));
     let second = planner.run_cycle(device(&refused));
