@@ -272,6 +272,9 @@ impl Running {
             .await
             .context("web task panicked")?
             .context("web server")?;
+        if !self.store.close(Duration::from_secs(2)).await {
+            tracing::warn!("store still held by a task after shutdown");
+        }
         Ok(())
     }
 }

@@ -377,6 +377,22 @@ impl Store {
         })
     }
 
+    /// Closes the file once every other handle is gone, waiting at most `limit` for tasks
+    /// that are just ending to drop theirs (a web connection's task drops its state a moment
+    /// after the server reported it closed). Returns false, leaving the file to the last
+    /// handle, when some are still held after `limit`. After true, the file can be opened
+    /// again at once, e.g. by a restart in the same process.
+    pub async fn close(self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while Arc::strong_count(&self.inner) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// Writes a batch in one durable transaction.
     pub fn write(&self, batch: &WriteBatch) -> Result<CommitReport, StoreError> {
         commit::write(&self.inner, batch)
