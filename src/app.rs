@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::model::{Batch, now_ns};
 use crate::pipeline::task::PipelineTask;
 use crate::pipeline::{Pipeline, RuleSet, Settings};
+use crate::source::modbus::ModbusSource;
 use crate::source::{mqtt, sim};
 use crate::store::{EventFilter, Store, WriteBatch, run_writer};
 use crate::web::ingest::{IngestHandle, IngestSender, PIPELINE_WAIT};
@@ -167,10 +168,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                     shutdown.clone(),
                 ));
             }
-            // MODBUS-SCHEDULER: replaced by the scheduler (src/source/modbus/), which spawns
-            // one task per TCP connection or serial port. Until then nothing is polled.
+            // One task per TCP connection or serial port (src/source/modbus/).
             SourceKind::ModbusTcp(_) | SourceKind::ModbusRtu(_) => {
-                drop(health);
+                let modbus = ModbusSource::new(&source.name, &source.kind, &source.tags)
+                    .expect("a modbus source kind");
+                sources.spawn(modbus.run(
+                    batch_tx.clone(),
+                    health,
+                    metrics.clone(),
+                    shutdown.clone(),
+                ));
             }
         }
         tracing::info!(source = %source.name, kind = source.kind.type_name(), "source started");

@@ -14,6 +14,7 @@ pub mod modbus;
 pub mod model;
 pub mod mqtt_client;
 pub mod pipeline;
+pub mod probe;
 pub mod simulate;
 pub mod source;
 pub mod store;

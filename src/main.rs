@@ -1,6 +1,6 @@
 //! The `edgewatch` binary: parse the command line, load and validate the config (exit 64 when
 //! it is bad), set up logging and signals, then hand over to `app::run` (or, for `export`, to
-//! `export::export`, for `simulate`, to `simulate::main`).
+//! `export::export`, for `simulate`, to `simulate::main`, for `probe`, to `probe`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use edgewatch::export::{self, ExportError, Format, What};
 use edgewatch::forward::points::PointTags;
 use edgewatch::model::{TimeNs, parse_time};
-use edgewatch::{app, config, simulate, telemetry};
+use edgewatch::{app, config, probe, simulate, telemetry};
 
 /// Exit code for a bad configuration (EX_CONFIG would be 78; 64 is EX_USAGE, what installers'
 /// scripts check for).
@@ -63,12 +63,33 @@ enum Command {
         #[arg(long, value_enum, default_value_t = What::Rollups)]
         what: What,
     },
+    /// Commissioning checks: read a Modbus device directly (`probe modbus ...`), or poll every
+    /// unit of one configured Modbus source once (`probe --config PATH --source NAME`). Exit 0
+    /// when every read succeeded, 1 when one failed, 64 for a bad config or usage.
+    #[command(args_conflicts_with_subcommands = true)]
+    Probe {
+        /// Path of the TOML config file (with --source).
+        #[arg(long, short, requires = "source")]
+        config: Option<PathBuf>,
+        /// Name of the Modbus source to poll once (with --config).
+        #[arg(long, requires = "config")]
+        source: Option<String>,
+        #[command(subcommand)]
+        target: Option<ProbeTarget>,
+    },
     /// Generate load for commissioning and benchmarks: publish reference sensor readings to an
     /// MQTT broker at a given rate.
     Simulate {
         #[command(subcommand)]
         target: simulate::Target,
     },
+}
+
+#[derive(Subcommand)]
+enum ProbeTarget {
+    /// Read registers or bits of one Modbus TCP or RTU device and print each value with its
+    /// raw registers, or the exact error.
+    Modbus(probe::ModbusArgs),
 }
 
 fn rfc3339(s: &str) -> Result<TimeNs, String> {
@@ -85,6 +106,11 @@ fn main() -> ExitCode {
         Command::Simulate {
             target: simulate::Target::Mqtt(args),
         } => simulate::main(&args),
+        Command::Probe {
+            config,
+            source,
+            target,
+        } => run_probe(config, source, target),
         Command::Validate { config } => match config::load(&config) {
             Ok(c) => {
                 println!(
@@ -152,6 +178,45 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
         }
         ExitCode::from(EXIT_BAD_CONFIG)
     })
+}
+
+fn run_probe(
+    config: Option<PathBuf>,
+    source: Option<String>,
+    target: Option<ProbeTarget>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgewatch probe: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let verdict = match (target, config, source) {
+        (Some(ProbeTarget::Modbus(args)), _, _) => {
+            runtime.block_on(probe::probe_modbus(&args, &mut out))
+        }
+        (None, Some(path), Some(source)) => {
+            let config = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            runtime.block_on(probe::probe_source(&config, &source, &mut out))
+        }
+        _ => Err("give `probe modbus ...` or `probe --config PATH --source NAME`".into()),
+    };
+    match verdict {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(usage) => {
+            eprintln!("edgewatch probe: {usage}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
 }
 
 fn run_export(config: &config::Config, options: &export::Options) -> ExitCode {

@@ -55,6 +55,39 @@ impl Labels for SourceReasonLabel {
     }
 }
 
+/// A source and a Modbus unit (`edgewatch_modbus_requests_total`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct SourceUnitLabel {
+    pub source: String,
+    pub unit: String,
+}
+
+impl Labels for SourceUnitLabel {
+    const NAMES: &'static [&'static str] = &["source", "unit"];
+    fn values(&self) -> Vec<&str> {
+        vec![self.source.as_str(), self.unit.as_str()]
+    }
+}
+
+/// A source, a Modbus unit and a reason (`edgewatch_modbus_request_failures_total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct SourceUnitReasonLabel {
+    pub source: String,
+    pub unit: String,
+    pub reason: String,
+}
+
+impl Labels for SourceUnitReasonLabel {
+    const NAMES: &'static [&'static str] = &["source", "unit", "reason"];
+    fn values(&self) -> Vec<&str> {
+        vec![
+            self.source.as_str(),
+            self.unit.as_str(),
+            self.reason.as_str(),
+        ]
+    }
+}
+
 /// Counters that differ by a typed label set.
 #[derive(Clone)]
 pub struct Family<L> {
@@ -129,6 +162,12 @@ pub const INGEST_LATENCY_BUCKETS: [f64; 22] = [
     0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
+/// Buckets of `edgewatch_modbus_request_seconds`: from half a millisecond (a TCP device on
+/// the LAN) to 10 s (the longest sensible timeout).
+pub const MODBUS_REQUEST_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
@@ -149,6 +188,17 @@ pub struct Metrics {
     pub mqtt_reconnects: Family<SourceLabel>,
     /// QoS 1 messages received and not yet acknowledged (waiting for their store commit).
     pub mqtt_unacked_messages: GaugeFamily<SourceLabel>,
+    /// Modbus requests sent, per source and unit (every attempt, retries included).
+    pub modbus_requests: Family<SourceUnitLabel>,
+    /// Failed Modbus requests, by reason (`timeout`, `exception_N`, `refused`, `reset`,
+    /// `decode`, `io`).
+    pub modbus_request_failures: Family<SourceUnitReasonLabel>,
+    /// Round trip of Modbus requests (a timeout counts as the timeout), per source.
+    pub modbus_request_seconds: HistogramFamily<SourceLabel>,
+    /// 1 while a Modbus unit is up.
+    pub modbus_unit_up: GaugeFamily<SourceUnitLabel>,
+    /// Poll ticks skipped because the previous poll of the unit's group ran past them.
+    pub modbus_overruns: Family<SourceUnitLabel>,
     /// Readings the pipeline accepted.
     pub pipeline_readings: Counter,
     /// Readings flagged and kept out of aggregates, by reason (not_finite, time_suspect).
@@ -257,6 +307,24 @@ impl Metrics {
                 "mqtt_unacked_messages",
                 "QoS 1 messages received and waiting for their store commit to be acknowledged",
             ),
+            modbus_requests: Family::new(
+                "modbus_requests_total",
+                "Modbus requests sent, per source and unit, retries included",
+            ),
+            modbus_request_failures: Family::new(
+                "modbus_request_failures_total",
+                "Failed Modbus requests, per source, unit and reason",
+            ),
+            modbus_request_seconds: HistogramFamily::new(
+                "modbus_request_seconds",
+                "Round trip of Modbus requests (a timeout counts as the timeout)",
+                MODBUS_REQUEST_BUCKETS.to_vec(),
+            ),
+            modbus_unit_up: GaugeFamily::new("modbus_unit_up", "1 while a Modbus unit is up"),
+            modbus_overruns: Family::new(
+                "modbus_overruns_total",
+                "Poll ticks skipped because the previous poll ran past them",
+            ),
             pipeline_readings: counter(
                 "pipeline_readings_total",
                 "Readings accepted by the pipeline",
@@ -348,6 +416,11 @@ impl Metrics {
         register(Box::new(m.mqtt_connected.vec.clone()));
         register(Box::new(m.mqtt_reconnects.vec.clone()));
         register(Box::new(m.mqtt_unacked_messages.vec.clone()));
+        register(Box::new(m.modbus_requests.vec.clone()));
+        register(Box::new(m.modbus_request_failures.vec.clone()));
+        register(Box::new(m.modbus_request_seconds.vec.clone()));
+        register(Box::new(m.modbus_unit_up.vec.clone()));
+        register(Box::new(m.modbus_overruns.vec.clone()));
         register(Box::new(m.pipeline_readings.clone()));
         register(Box::new(m.pipeline_flagged.vec.clone()));
         register(Box::new(m.late_corrected.clone()));

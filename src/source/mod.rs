@@ -6,5 +6,7 @@
 //! [`Batch`]: crate::model::Batch
 //! [`SourceHandle`]: crate::live::SourceHandle
 
+pub mod backoff;
+pub mod modbus;
 pub mod mqtt;
 pub mod sim;

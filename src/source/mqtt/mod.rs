@@ -49,7 +49,6 @@
 //! [`CommitTracker`]: crate::ack::CommitTracker
 
 mod acks;
-mod backoff;
 mod bad;
 mod batch;
 mod route;

@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace, warn};
 
 use super::acks::AckBook;
-use super::backoff::{Backoff, jitter};
 use super::bad::{self, BadLog};
 use super::batch::BatchBuilder;
 use super::route::Router;
@@ -29,6 +28,7 @@ use crate::live::SourceHandle;
 use crate::metrics::{Counter, Gauge, Metrics, SourceLabel, SourceReasonLabel};
 use crate::model::{Batch, NS_PER_SEC, Quality, TimeNs, now_ns};
 use crate::mqtt_client as connect;
+use crate::source::backoff::{Backoff, jitter};
 
 /// Capacity of rumqttc's request channel (acknowledgements, subscriptions, the disconnect).
 /// The acknowledging task waits when it is full; the polling task drains it.

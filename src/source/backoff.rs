@@ -1,6 +1,7 @@
-//! Reconnect delays (sans-IO): jittered exponential backoff, reset on success. rumqttc
-//! reconnects at once when polled after an error, so without this a dead broker would spin
-//! a core and flood the log.
+//! Retry delays (sans-IO): jittered exponential backoff, reset on success. Shared by the
+//! sources: rumqttc reconnects at once when polled after an error, so without this a dead
+//! broker would spin a core and flood the log; a Modbus unit that is down is tried once per
+//! delay, so that a dead device costs its bus at most one timeout per delay.
 
 use std::time::Duration;
 

@@ -1,0 +1,658 @@
+//! The link to a Modbus TCP server or an RTU serial bus: one tokio-modbus context, opened on
+//! demand and thrown away whenever its state can no longer be trusted.
+//!
+//! tokio-modbus 0.17 has sharp edges that this module files off:
+//! - no timeouts: every connect and every request runs under `tokio::time::timeout`;
+//! - a late answer to a timed-out request desynchronises the context (RTU has no
+//!   transaction id), and garbage frames leave it in an unknown state: after a timeout, a
+//!   decode error, a mismatched answer or any I/O error the context is dropped, and the next
+//!   request connects (TCP) or opens the port (RTU) again;
+//! - RTU does not keep the 3.5-character silence between frames: the link waits
+//!   `inter_frame_silence` after the end of every exchange before it sends the next request.
+//!
+//! Errors are classified ([`LinkError`]) into what a technician reads in the health details
+//! and what the metrics count by `reason`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_modbus::Slave;
+use tokio_modbus::client::{Context, Reader, rtu, tcp};
+use tokio_modbus::prelude::SlaveContext;
+
+pub use tokio_serial::{DataBits, Parity, StopBits};
+
+use crate::modbus::{ReadData, Table};
+
+/// Where the link goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp { host: String, port: u16 },
+    Serial(SerialSettings),
+}
+
+/// An RTU serial port and its line settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SerialSettings {
+    pub device: String,
+    pub baud: u32,
+    pub parity: Parity,
+    pub data_bits: DataBits,
+    pub stop_bits: StopBits,
+    /// Quiet time on the bus between the end of one exchange and the next request.
+    pub inter_frame_silence: Duration,
+}
+
+impl fmt::Display for Endpoint {
+    /// `127.0.0.1:502` or `/dev/ttyUSB0 19200 8N1`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Endpoint::Serial(s) => {
+                let data = match s.data_bits {
+                    DataBits::Five => 5,
+                    DataBits::Six => 6,
+                    DataBits::Seven => 7,
+                    DataBits::Eight => 8,
+                };
+                let parity = match s.parity {
+                    Parity::None => 'N',
+                    Parity::Even => 'E',
+                    Parity::Odd => 'O',
+                };
+                let stop = match s.stop_bits {
+                    StopBits::One => 1,
+                    StopBits::Two => 2,
+                };
+                write!(f, "{} {} {data}{parity}{stop}", s.device, s.baud)
+            }
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// No answer within the timeout.
+    #[error("timeout after {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The TCP connection was not established within the timeout.
+    #[error("connect timeout after {} ms", .0.as_millis())]
+    ConnectTimeout(Duration),
+    /// The device answered with a Modbus exception.
+    #[error("exception {0} ({name})", name = crate::modbus::exception_name(*.0))]
+    Exception(u8),
+    #[error("connection refused")]
+    Refused,
+    /// The peer reset or closed the connection (or the serial line went away) mid-request.
+    #[error("connection reset")]
+    Reset,
+    /// The TCP peer closed the connection while a request was waiting for its answer.
+    #[error("connection closed by the peer")]
+    Closed,
+    /// A frame that does not parse, a bad CRC, or an answer that does not match the request.
+    #[error("decode error: {0}")]
+    Decode(String),
+    /// Anything else: an address that does not resolve, a serial port that cannot be opened.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl LinkError {
+    /// The `reason` label of `edgewatch_modbus_request_failures_total`.
+    pub fn reason(&self) -> Cow<'static, str> {
+        match self {
+            LinkError::Timeout(_) | LinkError::ConnectTimeout(_) => "timeout".into(),
+            LinkError::Exception(code) => format!("exception_{code}").into(),
+            LinkError::Refused => "refused".into(),
+            LinkError::Reset | LinkError::Closed => "reset".into(),
+            LinkError::Decode(_) => "decode".into(),
+            LinkError::Io(_) => "io".into(),
+        }
+    }
+
+    /// The Modbus exception code, when the device answered with one.
+    pub fn exception(&self) -> Option<u8> {
+        match self {
+            LinkError::Exception(code) => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// True when the device itself answered (an exception): the link is in sync and stays.
+    /// Every other failure drops the context.
+    pub fn device_answered(&self) -> bool {
+        matches!(self, LinkError::Exception(_))
+    }
+}
+
+/// Classifies an I/O error from connecting, opening or a request.
+pub fn classify_io(e: &io::Error) -> LinkError {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => LinkError::Refused,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            LinkError::Reset
+        }
+        K::InvalidData => LinkError::Decode(e.to_string()),
+        _ => LinkError::Io(e.to_string()),
+    }
+}
+
+/// Classifies the failure of a request on an open context. tokio-modbus reports the end of a
+/// TCP stream as `io::Error::last_os_error()`, whose text is whatever errno held ("Operation
+/// now in progress"): on TCP, a transport error that is not one of the known kinds is the
+/// peer closing the connection.
+fn classify(e: tokio_modbus::Error, tcp: bool) -> LinkError {
+    match e {
+        tokio_modbus::Error::Transport(e) => match classify_io(&e) {
+            LinkError::Io(_) if tcp => LinkError::Closed,
+            other => other,
+        },
+        tokio_modbus::Error::Protocol(p) => LinkError::Decode(p.to_string()),
+    }
+}
+
+/// One link: a context opened on demand, dropped after any failure that may have left it out
+/// of step. Owned by exactly one task, which sends one request at a time.
+pub struct Link {
+    endpoint: Endpoint,
+    timeout: Duration,
+    context: Option<Context>,
+    /// RTU: the earliest time the next request may go on the bus.
+    quiet_until: Option<Instant>,
+    /// How many times the context was opened (connects or port opens).
+    opens: u64,
+    /// Round trip of the last request that was sent (a timeout counts as the timeout).
+    last_round_trip: Option<Duration>,
+}
+
+impl Link {
+    pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
+        Link {
+            endpoint,
+            timeout,
+            context: None,
+            quiet_until: None,
+            opens: 0,
+            last_round_trip: None,
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.context.is_some()
+    }
+
+    /// Connections made or ports opened so far.
+    pub fn opens(&self) -> u64 {
+        self.opens
+    }
+
+    /// Round trip of the last request sent; `None` when the last call failed before sending.
+    pub fn last_round_trip(&self) -> Option<Duration> {
+        self.last_round_trip
+    }
+
+    /// Drops the context; the next request opens a new one.
+    pub fn close(&mut self) {
+        self.context = None;
+    }
+
+    /// Reads `count` registers or bits of `table` from `unit` at `address`, under the timeout.
+    /// Any failure other than a Modbus exception drops the context.
+    pub async fn read(
+        &mut self,
+        unit: u8,
+        table: Table,
+        address: u16,
+        count: u16,
+    ) -> Result<ReadData, LinkError> {
+        self.last_round_trip = None;
+        let result = self.request(unit, table, address, count).await;
+        if let Err(e) = &result
+            && !e.device_answered()
+        {
+            self.close();
+        }
+        result
+    }
+
+    async fn request(
+        &mut self,
+        unit: u8,
+        table: Table,
+        address: u16,
+        count: u16,
+    ) -> Result<ReadData, LinkError> {
+        self.open().await?;
+        if let Some(quiet) = self.quiet_until {
+            sleep_until(quiet).await;
+        }
+        let silence = self.silence();
+        let tcp = matches!(self.endpoint, Endpoint::Tcp { .. });
+        let limit = self.timeout;
+        let context = self.context.as_mut().expect("opened above");
+        context.set_slave(Slave(unit));
+        let sent = Instant::now();
+        let answer = timeout(limit, call(context, table, address, count)).await;
+        let done = Instant::now();
+        self.last_round_trip = Some(done - sent);
+        if let Some(silence) = silence {
+            self.quiet_until = Some(done + silence);
+        }
+        let data = match answer {
+            Err(_elapsed) => return Err(LinkError::Timeout(limit)),
+            Ok(Err(e)) => return Err(classify(e, tcp)),
+            Ok(Ok(Err(code))) => return Err(LinkError::Exception(u8::from(code))),
+            Ok(Ok(Ok(data))) => data,
+        };
+        let got = data.len();
+        if got != usize::from(count) {
+            return Err(LinkError::Decode(format!(
+                "asked for {count} values, the answer holds {got}"
+            )));
+        }
+        Ok(data)
+    }
+
+    fn silence(&self) -> Option<Duration> {
+        match &self.endpoint {
+            Endpoint::Tcp { .. } => None,
+            Endpoint::Serial(s) => Some(s.inter_frame_silence),
+        }
+    }
+
+    /// Connects (TCP) or opens the port (RTU) unless a context is open.
+    async fn open(&mut self) -> Result<(), LinkError> {
+        if self.context.is_some() {
+            return Ok(());
+        }
+        let context = match &self.endpoint {
+            Endpoint::Tcp { host, port } => {
+                let connect = TcpStream::connect((host.as_str(), *port));
+                let stream = match timeout(self.timeout, connect).await {
+                    Err(_) => return Err(LinkError::ConnectTimeout(self.timeout)),
+                    Ok(Err(e)) => {
+                        return Err(match classify_io(&e) {
+                            LinkError::Io(text) => LinkError::Io(format!("connect: {text}")),
+                            other => other,
+                        });
+                    }
+                    Ok(Ok(stream)) => stream,
+                };
+                // Requests are small and answered one at a time: no Nagle delay.
+                let _ = stream.set_nodelay(true);
+                tcp::attach(stream)
+            }
+            Endpoint::Serial(s) => {
+                let port = open_serial(s)?;
+                // The line settles; a request sent at once could meet a half frame.
+                self.quiet_until = Some(Instant::now() + s.inter_frame_silence);
+                rtu::attach(port)
+            }
+        };
+        self.opens += 1;
+        self.context = Some(context);
+        Ok(())
+    }
+}
+
+fn open_serial(s: &SerialSettings) -> Result<tokio_serial::SerialStream, LinkError> {
+    use tokio_serial::SerialPort;
+    let builder = tokio_serial::new(s.device.as_str(), s.baud)
+        .parity(s.parity)
+        .data_bits(s.data_bits)
+        .stop_bits(s.stop_bits)
+        .flow_control(tokio_serial::FlowControl::None);
+    let port = tokio_serial::SerialStream::open(&builder)
+        .map_err(|e| LinkError::Io(format!("cannot open {}: {e}", s.device)))?;
+    // Whatever a device sent after our last timeout must not be read as the next answer.
+    let _ = port.clear(tokio_serial::ClearBuffer::All);
+    Ok(port)
+}
+
+async fn call(
+    context: &mut Context,
+    table: Table,
+    address: u16,
+    count: u16,
+) -> tokio_modbus::Result<ReadData> {
+    Ok(match table {
+        Table::Coil => context
+            .read_coils(address, count)
+            .await?
+            .map(ReadData::Bits),
+        Table::DiscreteInput => context
+            .read_discrete_inputs(address, count)
+            .await?
+            .map(ReadData::Bits),
+        Table::Holding => context
+            .read_holding_registers(address, count)
+            .await?
+            .map(ReadData::Registers),
+        Table::Input => context
+            .read_input_registers(address, count)
+            .await?
+            .map(ReadData::Registers),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{FakeServer, Reply, Request, identity};
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(150);
+
+    fn link(port: u16) -> Link {
+        Link::new(
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            TIMEOUT,
+        )
+    }
+
+    #[tokio::test]
+    async fn reads_every_table_over_one_connection() {
+        let server = FakeServer::start(|r: Request| match r.function {
+            1 | 2 => Reply::Bits((0..r.count).map(|i| i % 2 == 0).collect()),
+            _ => Reply::Registers(identity(r)),
+        })
+        .await;
+        let mut link = link(server.port);
+        assert_eq!(
+            link.read(1, Table::Holding, 10, 3).await,
+            Ok(ReadData::Registers(vec![10, 11, 12]))
+        );
+        assert_eq!(
+            link.read(2, Table::Input, 0, 1).await,
+            Ok(ReadData::Registers(vec![0]))
+        );
+        assert_eq!(
+            link.read(1, Table::Coil, 0, 3).await,
+            Ok(ReadData::Bits(vec![true, false, true]))
+        );
+        assert_eq!(
+            link.read(1, Table::DiscreteInput, 0, 2).await,
+            Ok(ReadData::Bits(vec![true, false]))
+        );
+        assert!(link.last_round_trip().is_some());
+        assert_eq!((link.opens(), server.connections()), (1, 1));
+        let units: Vec<(u8, u8)> = server
+            .requests()
+            .iter()
+            .map(|r| (r.unit, r.function))
+            .collect();
+        assert_eq!(units, [(1, 3), (2, 4), (1, 1), (1, 2)]);
+    }
+
+    #[tokio::test]
+    async fn an_exception_is_named_and_keeps_the_connection() {
+        let server = FakeServer::start(|r: Request| {
+            if r.address >= 100 {
+                Reply::Exception(2)
+            } else {
+                Reply::Registers(identity(r))
+            }
+        })
+        .await;
+        let mut link = link(server.port);
+        let e = link.read(1, Table::Holding, 100, 2).await.unwrap_err();
+        assert_eq!(e, LinkError::Exception(2));
+        assert_eq!(e.to_string(), "exception 2 (illegal data address)");
+        assert_eq!(e.reason(), "exception_2");
+        assert!(link.is_open());
+        assert!(link.read(1, Table::Holding, 0, 2).await.is_ok());
+        assert_eq!(server.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_timeout_the_late_answer_is_never_taken_for_the_next_one() {
+        // The first request is answered after twice the timeout, with the wrong values.
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let server = FakeServer::start(move |r: Request| {
+            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                Reply::Late(
+                    TIMEOUT * 2,
+                    Box::new(Reply::Registers(vec![0xDEAD; usize::from(r.count)])),
+                )
+            } else {
+                Reply::Registers(identity(r))
+            }
+        })
+        .await;
+        let mut link = link(server.port);
+        let e = link.read(1, Table::Holding, 0, 2).await.unwrap_err();
+        assert_eq!(e, LinkError::Timeout(TIMEOUT));
+        assert_eq!(e.to_string(), "timeout after 150 ms");
+        assert_eq!(link.last_round_trip().map(|d| d >= TIMEOUT), Some(true));
+        assert!(!link.is_open(), "a timeout drops the context");
+        tokio::time::sleep(TIMEOUT * 2).await;
+        assert_eq!(
+            link.read(1, Table::Holding, 5, 2).await,
+            Ok(ReadData::Registers(vec![5, 6]))
+        );
+        assert_eq!((link.opens(), server.connections()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn garbage_and_a_closed_connection_reconnect() {
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        let server = FakeServer::start(move |r: Request| {
+            match n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => Reply::Garbage,
+                1 => Reply::Close,
+                _ => Reply::Registers(identity(r)),
+            }
+        })
+        .await;
+        let mut link = link(server.port);
+        let e = link.read(1, Table::Holding, 0, 1).await.unwrap_err();
+        assert!(matches!(e, LinkError::Decode(_)), "{e:?}");
+        assert_eq!(e.reason(), "decode");
+        let e = link.read(1, Table::Holding, 0, 1).await.unwrap_err();
+        assert!(matches!(e, LinkError::Closed | LinkError::Reset), "{e:?}");
+        assert_eq!(e.reason(), "reset");
+        assert!(link.read(1, Table::Holding, 0, 1).await.is_ok());
+        assert_eq!(server.connections(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_connection_refused() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut link = link(port);
+        let e = link.read(1, Table::Holding, 0, 1).await.unwrap_err();
+        assert_eq!(e, LinkError::Refused);
+        assert_eq!(e.to_string(), "connection refused");
+        assert_eq!(link.last_round_trip(), None, "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn a_serial_port_that_does_not_exist_is_an_io_error_naming_it() {
+        let mut link = Link::new(
+            Endpoint::Serial(SerialSettings {
+                device: "/dev/edgewatch-no-such-tty".into(),
+                baud: 19200,
+                parity: Parity::None,
+                data_bits: DataBits::Eight,
+                stop_bits: StopBits::One,
+                inter_frame_silence: Duration::from_micros(2000),
+            }),
+            TIMEOUT,
+        );
+        let e = link.read(1, Table::Holding, 0, 1).await.unwrap_err();
+        assert!(
+            matches!(&e, LinkError::Io(text) if text.contains("/dev/edgewatch-no-such-tty")),
+            "{e:?}"
+        );
+        assert_eq!(
+            link.endpoint().to_string(),
+            "/dev/edgewatch-no-such-tty 19200 8N1"
+        );
+    }
+
+    #[test]
+    fn io_errors_are_classified() {
+        use io::ErrorKind as K;
+        let e = |k| classify_io(&io::Error::from(k));
+        assert_eq!(e(K::ConnectionRefused), LinkError::Refused);
+        assert_eq!(e(K::ConnectionReset), LinkError::Reset);
+        assert_eq!(e(K::BrokenPipe), LinkError::Reset);
+        assert!(matches!(e(K::InvalidData), LinkError::Decode(_)));
+        assert!(matches!(e(K::NotFound), LinkError::Io(_)));
+        assert_eq!(
+            LinkError::Exception(11).to_string(),
+            "exception 11 (gateway target device failed to respond)"
+        );
+    }
+}
+
+/// RTU over a pseudo-terminal pair: a responder on the master side, the link on the slave.
+#[cfg(all(test, unix))]
+mod rtu_tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_serial::SerialPort;
+
+    use super::*;
+
+    fn crc(data: &[u8]) -> u16 {
+        let mut crc = 0xFFFFu16;
+        for &b in data {
+            crc ^= u16::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xA001
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        crc
+    }
+
+    /// When each request arrived and each answer was written, by the responder's clock.
+    #[derive(Default)]
+    struct Timeline {
+        requests: Vec<Instant>,
+        answers: Vec<Instant>,
+    }
+
+    /// Answers read-holding requests with registers = address + `offset`; the requests listed
+    /// in `late` (by index) are answered after `delay` with wrong values instead.
+    fn responder(
+        mut master: tokio_serial::SerialStream,
+        late: Vec<usize>,
+        delay: Duration,
+    ) -> Arc<Mutex<Timeline>> {
+        let timeline = Arc::new(Mutex::new(Timeline::default()));
+        let t = timeline.clone();
+        tokio::spawn(async move {
+            let mut frame = [0u8; 8];
+            let mut n = 0;
+            loop {
+                // With no slave side open (the link closed it), the master reads EIO.
+                if master.read_exact(&mut frame).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                n += 1;
+                let n = n - 1;
+                t.lock().unwrap().requests.push(Instant::now());
+                let address = u16::from_be_bytes([frame[2], frame[3]]);
+                let count = u16::from_be_bytes([frame[4], frame[5]]);
+                let wrong = late.contains(&n);
+                if wrong {
+                    tokio::time::sleep(delay).await;
+                }
+                let mut answer = vec![frame[0], frame[1], (count * 2) as u8];
+                for i in 0..count {
+                    let value = if wrong { 0xDEAD } else { address + i };
+                    answer.extend_from_slice(&value.to_be_bytes());
+                }
+                let c = crc(&answer);
+                answer.extend_from_slice(&c.to_le_bytes());
+                // A late answer to a closed slave side may fail: it is lost either way.
+                let _ = master.write_all(&answer).await;
+                t.lock().unwrap().answers.push(Instant::now());
+            }
+        });
+        timeline
+    }
+
+    fn pty_link(silence: Duration) -> (tokio_serial::SerialStream, Link) {
+        let (master, slave) = tokio_serial::SerialStream::pair().expect("a pty pair");
+        let device = slave.name().expect("the pty has a name");
+        drop(slave);
+        let link = Link::new(
+            Endpoint::Serial(SerialSettings {
+                device,
+                baud: 19200,
+                parity: Parity::None,
+                data_bits: DataBits::Eight,
+                stop_bits: StopBits::One,
+                inter_frame_silence: silence,
+            }),
+            Duration::from_millis(150),
+        );
+        (master, link)
+    }
+
+    #[tokio::test]
+    async fn requests_keep_the_inter_frame_silence_after_each_answer() {
+        let silence = Duration::from_millis(30);
+        let (master, mut link) = pty_link(silence);
+        let timeline = responder(master, Vec::new(), Duration::ZERO);
+        for address in [0u16, 10, 20, 30] {
+            assert_eq!(
+                link.read(7, Table::Holding, address, 2).await,
+                Ok(ReadData::Registers(vec![address, address + 1]))
+            );
+        }
+        let t = timeline.lock().unwrap();
+        assert_eq!(t.requests.len(), 4);
+        for i in 1..4 {
+            let gap = t.requests[i] - t.answers[i - 1];
+            assert!(
+                gap >= silence,
+                "request {i} came {gap:?} after the answer before it"
+            );
+        }
+        assert_eq!(link.opens(), 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_timeout_the_port_is_reopened_and_the_late_answer_discarded() {
+        let (master, mut link) = pty_link(Duration::from_millis(2));
+        // The first answer comes after the timeout, with wrong values.
+        let _timeline = responder(master, vec![0], Duration::from_millis(250));
+        let e = link.read(1, Table::Holding, 100, 2).await.unwrap_err();
+        assert_eq!(e, LinkError::Timeout(Duration::from_millis(150)));
+        assert!(!link.is_open());
+        // Let the late answer arrive while the port is closed.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            link.read(1, Table::Holding, 5, 2).await,
+            Ok(ReadData::Registers(vec![5, 6]))
+        );
+        assert_eq!(link.opens(), 2);
+    }
+}
