@@ -68,8 +68,9 @@ pub struct SourceHealth {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
-    /// `starting`, `connecting`, `up`, `down`, `misconfigured` (a person must act: refused
-    /// credentials, a rejected certificate) or `stopped`.
+    /// `starting`, `connecting`, `up`, `down`, `degraded` (a Modbus source with some units
+    /// up and some down), `misconfigured` (a person must act: refused credentials, a rejected
+    /// certificate) or `stopped`.
     pub state: String,
     /// Gateway clock of the last successful acquisition.
     pub last_success: Option<TimeNs>,
@@ -83,7 +84,9 @@ pub struct SourceHealth {
     /// Messages the payload mapping refused, by reason (`BadReason::as_str`).
     pub bad_payloads: BTreeMap<String, BadPayloadStat>,
     /// What a technician needs to know about this kind of source, in display order: for
-    /// MQTT the broker, the subscriptions, the session and the unacknowledged messages.
+    /// MQTT the broker, the subscriptions, the session and the unacknowledged messages; for
+    /// Modbus the endpoint, the poll groups and `uN.*` per unit (state, last success and
+    /// error, latency, requests per cycle, overruns, bad ranges).
     pub details: Vec<(String, String)>,
 }
 
