@@ -10,6 +10,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use edgewatch::model::Quality;
+
 use support::modbus::{self, ModbusSim, SimOptions};
 use support::modbus_daemon::{
     Expected, MbDaemon, bounded, rtu_source, tcp_source, typed_expected, typed_registers, wait_for,
@@ -53,6 +55,46 @@ async fn assert_typed_values(daemon: &MbDaemon, sensor: &str, unit: u8) {
     assert!(extra.is_empty(), "{sensor}: unexpected fields {extra:?}");
 }
 
+/// Every reading stored for `sensor` so far (at least `polls` polls) has its exact value and
+/// quality GOOD, and each poll stored every field under one timestamp (the poll's).
+async fn assert_stored_readings(daemon: &MbDaemon, sensor: &str, unit: u8, polls: usize) {
+    let expected = typed_expected(unit);
+    let by_time = wait_for(
+        &format!("{polls} stored polls of {sensor}"),
+        FIRST_VALUES,
+        async || {
+            // Up to the newest poll stored for one field: every field has it (commits go on).
+            let Some(newest) = daemon.raw(sensor, "unit_id").last().map(|r| r.0) else {
+                return Err("nothing stored yet".into());
+            };
+            let mut by_time: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+            for (name, want) in &expected {
+                for (time, value, quality) in daemon.raw_before(sensor, name, newest + 1) {
+                    if !want.matches(value) || quality != Quality::GOOD {
+                        panic!(
+                            "{sensor}/{name} stored {value} ({quality:?}) at {time}, not {want:?}"
+                        );
+                    }
+                    by_time.entry(time).or_default().push(name.clone());
+                }
+            }
+            if by_time.len() >= polls {
+                Ok(by_time)
+            } else {
+                Err(format!("{} polls stored", by_time.len()))
+            }
+        },
+    )
+    .await;
+    for (time, fields) in &by_time {
+        assert_eq!(
+            fields.len(),
+            expected.len(),
+            "{sensor}: the poll at {time} stored only {fields:?}"
+        );
+    }
+}
+
 /// Both units report up, with no bad ranges (the map has no undefined address).
 async fn assert_units_up(daemon: &MbDaemon, source: &str, units: &[u8]) {
     for unit in units {
@@ -87,6 +129,8 @@ async fn tcp_every_type_and_order_decodes_exactly_on_two_units_of_one_profile() 
         let daemon = MbDaemon::start(&sources).await;
         assert_typed_values(&daemon, "meter-1", 1).await;
         assert_typed_values(&daemon, "meter-2", 2).await;
+        assert_stored_readings(&daemon, "meter-1", 1, 3).await;
+        assert_stored_readings(&daemon, "meter-2", 2, 3).await;
         assert_units_up(&daemon, "dec-tcp", &[1, 2]).await;
         daemon.stop().await;
     })
@@ -110,6 +154,8 @@ async fn rtu_every_type_and_order_decodes_exactly_on_two_units_of_one_profile() 
         // The default sensor ids with several units: "{name}-{unit}".
         assert_typed_values(&daemon, "dec-rtu-1", 1).await;
         assert_typed_values(&daemon, "dec-rtu-2", 2).await;
+        assert_stored_readings(&daemon, "dec-rtu-1", 1, 3).await;
+        assert_stored_readings(&daemon, "dec-rtu-2", 2, 3).await;
         assert_units_up(&daemon, "dec-rtu", &[1, 2]).await;
         daemon.stop().await;
     })
@@ -190,6 +236,57 @@ async fn tcp_time_varying_values_are_consistent_within_each_poll() {
                 "tick_f32 at {time}: {poll:?}"
             );
         }
+        daemon.stop().await;
+    })
+    .await;
+}
+
+/// A register with its own `interval_ms` is its own poll group: read at its own interval, the
+/// others at the source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_with_its_own_interval_is_polled_at_that_interval() {
+    bounded(TEST_TIMEOUT, async {
+        let sim = ModbusSim::tcp(SimOptions::default().request_log());
+        let sources = tcp_source(
+            "groups",
+            &sim,
+            &format!(
+                "unit = 1\ninterval_ms = 100\ntimeout_ms = 1000\nregisters = [\n\
+                 {{ name = \"fast\", table = \"holding\", address = {}, type = \"u16\" }},\n\
+                 {{ name = \"slow\", table = \"input\", address = {}, type = \"u16\", interval_ms = 600 }},\n]",
+                modbus::HR_TICK,
+                modbus::IR_MARKER
+            ),
+        );
+        let daemon = MbDaemon::start(&sources).await;
+        let slow = wait_for("5 stored readings of the slow register", FIRST_VALUES, async || {
+            let slow = daemon.raw("groups", "slow");
+            if slow.len() >= 5 { Ok(slow) } else { Err(format!("{slow:?}")) }
+        })
+        .await;
+        let fast = daemon.raw("groups", "fast");
+        assert!(
+            slow.iter().all(|r| r.1 == f64::from(modbus::IR_MARKER_VALUE)),
+            "{slow:?}"
+        );
+        let gaps: Vec<i64> = slow.windows(2).map(|w| (w[1].0 - w[0].0) / 1_000_000).collect();
+        assert!(
+            gaps.iter().all(|&g| (500..=900).contains(&g)),
+            "the slow register's readings are 600 ms apart: {gaps:?} ms"
+        );
+        assert!(
+            fast.len() >= 3 * slow.len(),
+            "{} fast readings for {} slow ones",
+            fast.len(),
+            slow.len()
+        );
+        let requests = sim.requests();
+        let inputs = requests.iter().filter(|r| r.function == 4).count();
+        let holdings = requests.iter().filter(|r| r.function == 3).count();
+        assert!(
+            holdings >= 3 * inputs && inputs >= 5,
+            "{holdings} holding reads for {inputs} input reads"
+        );
         daemon.stop().await;
     })
     .await;

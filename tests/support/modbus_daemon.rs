@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use edgewatch::app::{self, Running};
 use edgewatch::config;
+use edgewatch::model::{Quality, SeriesKey};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -385,6 +386,22 @@ impl MbDaemon {
             },
         )
         .await
+    }
+
+    /// Every stored raw reading of `sensor`/`field` (committed so far): (time ns, value,
+    /// quality), oldest first.
+    pub fn raw(&self, sensor: &str, field: &str) -> Vec<(i64, f64, Quality)> {
+        self.raw_before(sensor, field, i64::MAX)
+    }
+
+    /// The stored raw readings of `sensor`/`field` before time `to` (ns). With `to` no later
+    /// than a reading already seen, several calls see the same polls (commits go on).
+    pub fn raw_before(&self, sensor: &str, field: &str, to: i64) -> Vec<(i64, f64, Quality)> {
+        let running = self.running.as_ref().expect("the daemon runs");
+        running
+            .store
+            .raw(&SeriesKey::new(sensor, field), 0, to, usize::MAX)
+            .expect("read raw readings")
     }
 
     pub async fn metrics(&self) -> String {
