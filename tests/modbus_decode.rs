@@ -14,7 +14,8 @@ use edgewatch::model::Quality;
 
 use support::modbus::{self, ModbusSim, SimOptions};
 use support::modbus_daemon::{
-    Expected, MbDaemon, bounded, rtu_source, tcp_source, typed_expected, typed_registers, wait_for,
+    Expected, MbDaemon, bounded, metric_sum, rtu_source, tcp_source, typed_expected,
+    typed_registers, wait_for,
 };
 
 /// Bound of each test.
@@ -110,7 +111,44 @@ async fn assert_units_up(daemon: &MbDaemon, source: &str, units: &[u8]) {
             Some("none"),
             "{source} unit {unit}: {details:#?}"
         );
+        // The typed map is planned into 8 reads: holding 0..2, the four typed blocks, input
+        // 0..2, coils 0..2 and discrete inputs 0..2.
+        assert_eq!(
+            details[&format!("u{unit}.requests_per_cycle")],
+            "8",
+            "{details:#?}"
+        );
+        let latency = details[&format!("u{unit}.latency_ms")].parse::<f64>();
+        assert!(
+            latency.is_ok_and(|ms| ms > 0.0 && ms < 1000.0),
+            "{details:#?}"
+        );
+        assert_eq!(
+            details[&format!("u{unit}.last_error")],
+            "none",
+            "{details:#?}"
+        );
+        assert_eq!(details[&format!("u{unit}.consecutive_failures")], "0");
+        assert_ne!(details[&format!("u{unit}.last_success")], "never");
     }
+    let metrics = daemon.metrics().await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "edgewatch_modbus_request_seconds_count",
+            &[("source", source)]
+        ) >= Some(16.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "edgewatch_modbus_request_failures_total",
+            &[("source", source)]
+        ),
+        None,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
