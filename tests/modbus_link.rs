@@ -1,7 +1,9 @@
-//! End to end against the pymodbus simulator, timing faults: an answer that comes after the
+//! End to end against the pymodbus simulator, link faults: an answer that comes after the
 //! timeout never ends up as the answer to a later request (over RTU, where frames carry no
 //! transaction id, and over TCP); a poll slower than its interval is counted as an overrun
-//! and its missed ticks are skipped, not caught up in a burst.
+//! and its missed ticks are skipped, not caught up in a burst; broken frames are errors, never
+//! values; an RTU device that goes away and comes back is read again; a shutdown does not wait
+//! for a pending timeout.
 
 mod support;
 
@@ -14,6 +16,8 @@ use support::modbus_daemon::{MbDaemon, bounded, metric_sum, rtu_source, tcp_sour
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the first poll results may take.
 const FIRST: Duration = Duration::from_secs(30);
+/// How long a change of health may take to show.
+const CHANGE: Duration = Duration::from_secs(15);
 
 /// Two single-register reads of unit 1: `early` (holding 0, the unit id 1) and `late` (the
 /// u16 of the ABCD block, 0x1234), the second delayed past the timeout now and then. Every
@@ -200,6 +204,178 @@ async fn overruns_are_counted_and_missed_ticks_skipped() {
             fast.len()
         );
         daemon.stop().await;
+    })
+    .await;
+}
+
+/// Broken frames (TCP: a bad MBAP protocol id; RTU: a bad CRC) are never decoded into values:
+/// the unit goes down with an error, and comes back with correct values once the frames are
+/// good again.
+async fn corrupt_frames_are_errors_not_values(mut sim: ModbusSim, source: String) {
+    let daemon = MbDaemon::start(&source).await;
+    daemon
+        .wait_fields("broken", &["unit_id", "marker"], FIRST)
+        .await;
+    sim.set_faults(&[Fault::corrupt().unit(1)]);
+    let d = daemon
+        .wait_detail("broken", "u1.state", CHANGE, |s| s == "down")
+        .await;
+    assert_ne!(d["u1.last_error"], "none", "{d:#?}");
+    let metrics = daemon.metrics().await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "edgewatch_modbus_request_failures_total",
+            &[("source", "broken"), ("unit", "1")]
+        ) >= Some(1.0),
+        "{metrics}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    sim.clear_faults();
+    let d = daemon
+        .wait_detail("broken", "u1.state", CHANGE, |s| s == "up")
+        .await;
+    assert_eq!(d["u1.consecutive_failures"], "0", "{d:#?}");
+    let count = daemon.raw("broken", "unit_id").len();
+    wait_for("readings after the corrupt frames", CHANGE, async || {
+        let n = daemon.raw("broken", "unit_id").len();
+        if n >= count + 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} readings"))
+        }
+    })
+    .await;
+    for (field, want) in [
+        ("unit_id", 1.0),
+        ("marker", f64::from(modbus::IR_MARKER_VALUE)),
+    ] {
+        let raw = daemon.raw("broken", field);
+        assert!(
+            raw.iter().all(|r| r.1 == want),
+            "{field}: {:?}",
+            raw.iter().map(|r| r.1).collect::<Vec<_>>()
+        );
+    }
+    daemon.stop().await;
+    sim.stop();
+}
+
+fn broken_registers() -> String {
+    format!(
+        "unit = 1\ninterval_ms = 150\ntimeout_ms = 300\nretries = 1\n\
+         backoff_initial_ms = 100\nbackoff_max_ms = 400\nregisters = [\n\
+         {{ name = \"unit_id\", table = \"holding\", address = {}, type = \"u16\" }},\n\
+         {{ name = \"marker\", table = \"input\", address = {}, type = \"u16\" }},\n]",
+        modbus::HR_UNIT_ID,
+        modbus::IR_MARKER
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_corrupt_frames_are_errors_not_values() {
+    bounded(TEST_TIMEOUT, async {
+        let sim = ModbusSim::tcp(SimOptions::default());
+        let source = tcp_source("broken", &sim, &broken_registers());
+        corrupt_frames_are_errors_not_values(sim, source).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_corrupt_frames_are_errors_not_values() {
+    bounded(TEST_TIMEOUT, async {
+        let sim = ModbusSim::rtu(SimOptions::default());
+        let source = rtu_source("broken", &sim, &broken_registers());
+        corrupt_frames_are_errors_not_values(sim, source).await;
+    })
+    .await;
+}
+
+/// The device on the serial line goes away (nothing answers, the line stays) and comes back:
+/// the unit is down with a timeout meanwhile, then read again by the same daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_device_that_restarts_is_read_again() {
+    bounded(TEST_TIMEOUT, async {
+        let mut sim = ModbusSim::rtu(SimOptions::default().tick(Duration::from_millis(100)));
+        let source = rtu_source(
+            "line",
+            &sim,
+            &format!(
+                "units = [1, 2]\ninterval_ms = 200\ntimeout_ms = 200\n\
+                 backoff_initial_ms = 200\nbackoff_max_ms = 800\nregisters = [\n\
+                 {{ name = \"tick\", table = \"holding\", address = {}, type = \"u16\" }},\n]",
+                modbus::HR_TICK
+            ),
+        );
+        let daemon = MbDaemon::start(&source).await;
+        daemon.wait_fields("line-2", &["tick"], FIRST).await;
+        sim.stop();
+        for unit in [1, 2] {
+            let d = daemon
+                .wait_detail("line", &format!("u{unit}.state"), CHANGE, |s| s == "down")
+                .await;
+            assert!(
+                d[&format!("u{unit}.last_error")].contains("timeout"),
+                "{d:#?}"
+            );
+        }
+        assert_eq!(daemon.source("line").await["state"], "down");
+        let frozen = daemon.live().await["line-1"]["tick"].clone();
+        sim.restart();
+        for unit in [1, 2] {
+            daemon
+                .wait_detail("line", &format!("u{unit}.state"), CHANGE, |s| s == "up")
+                .await;
+        }
+        wait_for(
+            "new readings after the restart",
+            CHANGE,
+            async || match daemon.live().await.get("line-1").map(|f| f["tick"].clone()) {
+                Some(t) if t.1 != frozen.1 => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await;
+        daemon.stop().await;
+    })
+    .await;
+}
+
+/// A shutdown does not wait for a request in flight to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_pending_timeout() {
+    bounded(TEST_TIMEOUT, async {
+        let sim = ModbusSim::tcp(SimOptions::default());
+        sim.set_faults(&[Fault::silent()]);
+        let source = tcp_source(
+            "mute",
+            &sim,
+            &format!(
+                "unit = 1\ninterval_ms = 100\ntimeout_ms = 20000\nregisters = [\n\
+                 {{ name = \"unit_id\", table = \"holding\", address = {}, type = \"u16\" }},\n]",
+                modbus::HR_UNIT_ID
+            ),
+        );
+        let daemon = MbDaemon::start(&source).await;
+        // The first request is in flight (and will not be answered).
+        wait_for("the first request", FIRST, async || {
+            let d = daemon.details("mute").await;
+            if d.contains_key("u1.state") {
+                Ok(())
+            } else {
+                Err(format!("{d:#?}"))
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = std::time::Instant::now();
+        daemon.stop().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the daemon took {:?} to stop",
+            started.elapsed()
+        );
     })
     .await;
 }
