@@ -1,5 +1,5 @@
-//! End to end against the pymodbus simulator, with faults: exception responses reported by
-//! name in the health details and counted in `/metrics`; a merged read split around an illegal
+//! End to end against the pymodbus simulator, with faults: exception responses (2, 4, 11)
+//! reported by name in the health details and counted in `/metrics`; a merged read split around an illegal
 //! address while the good points keep updating; a silent unit on a shared RTU bus that delays
 //! the healthy unit by at most one timeout per cycle (measured from the simulator's request
 //! log), reported down and up again; a TCP device that restarts and is read again without a
@@ -34,7 +34,8 @@ fn covers(r: &Request, address: u16) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceptions_are_reported_by_name_in_health_and_metrics() {
     bounded(TEST_TIMEOUT, async {
-        let sim = ModbusSim::tcp(SimOptions::default());
+        // A gateway: units it does not reach answer exception 11.
+        let sim = ModbusSim::tcp(SimOptions::default().unknown_unit_exception());
         // Unit 3 is a device that fails: exception 4 to everything.
         sim.set_faults(&[Fault::exception(4).unit(3)]);
         // Holding 13 is undefined (exception 2); max_gap 2 keeps it out of the unit id's read.
@@ -42,7 +43,7 @@ async fn exceptions_are_reported_by_name_in_health_and_metrics() {
             "exc",
             &sim,
             &format!(
-                "units = [1, 3]\ninterval_ms = 200\ntimeout_ms = 1000\nmax_gap = 2\n\
+                "units = [1, 3, 7]\ninterval_ms = 200\ntimeout_ms = 1000\nmax_gap = 2\n\
                  backoff_initial_ms = 200\nbackoff_max_ms = 400\nregisters = [\n\
                  {{ name = \"unit_id\", table = \"holding\", address = {}, type = \"u16\" }},\n\
                  {{ name = \"missing\", table = \"holding\", address = {}, type = \"u16\" }},\n]",
@@ -74,6 +75,14 @@ async fn exceptions_are_reported_by_name_in_health_and_metrics() {
         assert!(d["u3.last_error"].contains("exception 4"), "{d:#?}");
         assert_eq!(d["u3.state"], "down", "{d:#?}");
         assert_ne!(d["u3.consecutive_failures"], "0", "{d:#?}");
+        // Unit 7 is behind the gateway and does not answer: exception 11.
+        let d = daemon
+            .wait_detail("exc", "u7.last_error", FIRST, |e| {
+                e.contains("gateway target device failed to respond")
+            })
+            .await;
+        assert!(d["u7.last_error"].contains("exception 11"), "{d:#?}");
+        assert_eq!(d["u7.state"], "down", "{d:#?}");
         let source = daemon.source("exc").await;
         assert_eq!(source["state"], "degraded", "{source:#}");
 
@@ -98,6 +107,7 @@ async fn exceptions_are_reported_by_name_in_health_and_metrics() {
         };
         assert!(failures("1", "exception_2") >= Some(1.0), "{metrics}");
         assert!(failures("3", "exception_4") >= Some(1.0), "{metrics}");
+        assert!(failures("7", "exception_11") >= Some(1.0), "{metrics}");
         assert_eq!(failures("1", "exception_4"), None, "{metrics}");
         let up = |unit: &str| {
             metric_sum(
