@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod daemon;
 pub mod influxd;
 pub mod modbus;
+pub mod modbus_daemon;
 pub mod modbus_link;
 pub mod mosquitto;
 pub mod mqtt;

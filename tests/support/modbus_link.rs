@@ -13,9 +13,7 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Runs a test body with a bound on its duration.
 pub async fn bounded<F: Future<Output = ()>>(body: F) {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("the test did not finish within its time bound");
+    super::modbus_daemon::bounded(TEST_TIMEOUT, body).await;
 }
 
 /// The endpoint of a TCP simulator.
