@@ -258,7 +258,8 @@ impl Link {
         count: u16,
     ) -> Result<ReadData, LinkError> {
         self.open().await?;
-        if let Some(quiet) = self.quiet_until {
+        // Only a wait still to come goes to the timer (whose ticks are 1 ms).
+        if let Some(quiet) = self.quiet_until.filter(|q| *q > Instant::now()) {
             sleep_until(quiet).await;
         }
         let silence = self.silence();
