@@ -29,6 +29,9 @@
 #[path = "../tests/support/influxd.rs"]
 #[allow(dead_code)]
 mod influxd;
+#[path = "../tests/support/process.rs"]
+#[allow(dead_code)]
+mod process;
 
 use std::io::Write as _;
 use std::path::Path;

@@ -24,8 +24,9 @@ use edgewatch::store::{EventFilter, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use support::daemon::{Daemon, SlowRelay, free_port, get_json, metric};
+use support::daemon::{Daemon, SlowRelay, get_json, metric};
 use support::influxd::Influxd;
+use support::process::free_port;
 use tokio_util::sync::CancellationToken;
 
 /// Rollups as (sensor, field, window start) → (count, mean).

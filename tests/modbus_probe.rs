@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use support::daemon::free_port;
 use support::modbus::{self, Fault, Kind, ModbusSim, Order, SimOptions};
 use support::modbus_daemon::{MbDaemon, rtu_source, tcp_source, typed_expected, typed_registers};
+use support::process::free_port;
 
 /// Bound of one probe run.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -31,9 +31,10 @@ use mqtt_common::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::daemon::{Daemon, free_port, get_json, get_text, metric};
+use support::daemon::{Daemon, get_json, get_text, metric};
 use support::mosquitto::{Mode, Mosquitto};
 use support::mqtt::connect;
+use support::process::free_port;
 use tokio_util::sync::CancellationToken;
 
 /// Rollup windows of the daemons in these tests.

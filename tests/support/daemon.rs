@@ -16,7 +16,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -30,16 +30,6 @@ use serde_json::Value;
 const LOG_TAIL_LINES: usize = 40;
 /// Upper bound of one request to the daemon's web server.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, close). For a
-/// daemon whose port the test must know in advance: the binary does not report the port it
-/// got for `127.0.0.1:0` other than in its log.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind 127.0.0.1:0 to find a free port")
-        .port()
-}
 
 /// `GET url` as JSON, or `None` when no answer (or no JSON) came: the daemon may still be
 /// starting.

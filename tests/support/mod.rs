@@ -14,4 +14,5 @@ pub mod modbus_daemon;
 pub mod modbus_link;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod process;
 pub mod webhook;

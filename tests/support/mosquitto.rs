@@ -32,12 +32,14 @@
 use std::fmt::Display;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use super::process::{free_port, listens_on, signal};
 
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
@@ -655,51 +657,9 @@ fn sibling_binary(name: &str) -> PathBuf {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago: bind port 0, read it, close. Another
-/// process may take it before Mosquitto binds it; `launch` detects that and retries.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind 127.0.0.1:0 to find a free port")
-        .port()
-}
-
 /// True if a TCP connection to 127.0.0.1:`port` is accepted.
 fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), CONNECT_TIMEOUT).is_ok()
-}
-
-/// True if process `pid` holds a socket listening on 127.0.0.1:`port`: the socket's inode in
-/// `/proc/net/tcp` is one of the process's file descriptors.
-fn listens_on(pid: u32, port: u16) -> bool {
-    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
-        return false;
-    };
-    // /proc/net/tcp prints the address as a u32 in host byte order, then the port.
-    let local = format!("{:08X}:{port:04X}", u32::from_ne_bytes([127, 0, 0, 1]));
-    const LISTEN: &str = "0A";
-    let sockets: Vec<String> = table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.len() > 9 && fields[1] == local && fields[3] == LISTEN)
-                .then(|| format!("socket:[{}]", fields[9]))
-        })
-        .collect();
-    if sockets.is_empty() {
-        return false;
-    }
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        fs::read_link(fd.path()).is_ok_and(|target| {
-            sockets
-                .iter()
-                .any(|socket| target.as_os_str() == socket.as_str())
-        })
-    })
 }
 
 /// True when this process runs with uid 0 (from `/proc/self/status`, without `unsafe`).
@@ -725,15 +685,4 @@ fn current_user_name() -> String {
         .expect("user name is UTF-8")
         .trim()
         .to_owned()
-}
-
-/// Sends `SIG<name>` to `pid` with the shell's `kill` builtin (std can only SIGKILL, and
-/// `/bin/sh` is on every machine, unlike procps' `kill`).
-fn signal(pid: u32, name: &str) {
-    let _ = Command::new("/bin/sh")
-        .args(["-c", "kill -s \"$0\" \"$1\"", name, &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
