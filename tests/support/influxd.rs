@@ -21,14 +21,14 @@
 //! Linux only (`/proc/net/tcp`, `/proc/PID/fd`), like the gateways the daemon runs on.
 
 use std::fmt::Display;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::process::{free_port, listens_on, signal};
+use super::process::{free_port, listens_on, log_since, note_in_log, open_log, signal};
 
 use serde_json::Value;
 use ureq::typestate::{WithBody, WithoutBody};
@@ -471,32 +471,17 @@ impl Influxd {
     }
 
     fn open_log(&self) -> File {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open influxd.log")
+        open_log(&self.log_path())
     }
 
-    /// Appends a harness line to the log (between the server's own lines) and returns the
-    /// log's length after it.
+    /// Appends a harness line to the log and returns the log's length after it.
     fn note(&self, line: &str) -> u64 {
-        let mut log = self.open_log();
-        let _ = writeln!(log, "=== harness: {line}");
-        log.metadata().map_or(0, |m| m.len())
+        note_in_log(&self.log_path(), line)
     }
 
     /// The log from byte `offset` on.
     fn log_since(&self, offset: u64) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(self.log_path())
-            && file.seek(SeekFrom::Start(offset)).is_ok()
-        {
-            let mut bytes = Vec::new();
-            let _ = file.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        text
+        log_since(&self.log_path(), offset)
     }
 
     /// Panics with `what` and the tail of the server's log.

@@ -30,8 +30,7 @@
 //! gateways the daemon runs on.
 
 use std::fmt::Display;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -39,7 +38,7 @@ use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::process::{free_port, listens_on, signal};
+use super::process::{free_port, listens_on, log_since, note_in_log, open_log, signal};
 
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
@@ -582,32 +581,17 @@ impl Mosquitto {
     }
 
     fn open_log(&self) -> File {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open mosquitto.log")
+        open_log(&self.log_path())
     }
 
-    /// Appends a harness line to the log (between the broker's own lines) and returns the
-    /// log's length after it.
+    /// Appends a harness line to the log and returns the log's length after it.
     fn note(&self, line: &str) -> u64 {
-        let mut log = self.open_log();
-        let _ = writeln!(log, "=== harness: {line}");
-        log.metadata().map_or(0, |m| m.len())
+        note_in_log(&self.log_path(), line)
     }
 
     /// The log from byte `offset` on.
     fn log_since(&self, offset: u64) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(self.log_path())
-            && file.seek(SeekFrom::Start(offset)).is_ok()
-        {
-            let mut bytes = Vec::new();
-            let _ = file.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        text
+        log_since(&self.log_path(), offset)
     }
 
     /// Panics with `what` and the tail of the broker's log.

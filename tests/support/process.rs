@@ -1,7 +1,9 @@
 //! Process and port helpers shared by the server harnesses (influxd, mosquitto, the daemon).
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago: bind port 0, read it, close. Another
@@ -56,4 +58,34 @@ pub fn signal(pid: u32, name: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// Opens a server's log file for appending (created when missing).
+pub fn open_log(path: &Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// Appends a harness line to a server's log (between the server's own lines) and returns the
+/// log's length after it.
+pub fn note_in_log(path: &Path, line: &str) -> u64 {
+    let mut log = open_log(path);
+    let _ = writeln!(log, "=== harness: {line}");
+    log.metadata().map_or(0, |m| m.len())
+}
+
+/// A server's log from byte `offset` on (empty when it cannot be read).
+pub fn log_since(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path)
+        && file.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let mut bytes = Vec::new();
+        let _ = file.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    text
 }
