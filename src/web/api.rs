@@ -167,9 +167,13 @@ struct SinkView<'a> {
     #[serde(flatten)]
     #[schema(value_type = SinkStatus)]
     status: &'a SinkStatus,
+    #[schema(format = DateTime)]
     last_success: Option<String>,
+    #[schema(format = DateTime)]
     last_error_at: Option<String>,
+    #[schema(format = DateTime)]
     next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
     oldest_unsent: Option<String>,
     oldest_unsent_age_secs: Option<f64>,
 }
@@ -196,6 +200,7 @@ struct SourceView<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     state: &'a str,
+    #[schema(format = DateTime)]
     last_success: Option<String>,
     readings: u64,
     errors: u64,
@@ -216,6 +221,7 @@ struct SourceView<'a> {
 struct BadPayloadView<'a> {
     count: u64,
     last_example: &'a str,
+    #[schema(format = DateTime)]
     last_time: String,
 }
 
@@ -269,6 +275,7 @@ impl<'a> From<&'a SourceHealth> for SourceView<'a> {
 struct PipelineView<'a> {
     #[schema(value_type = PipelineCounters)]
     counters: &'a PipelineCounters,
+    #[schema(format = DateTime)]
     watermark: Option<String>,
 }
 
@@ -278,7 +285,9 @@ struct StatusView<'a> {
     gateway_id: &'a str,
     version: &'a str,
     uptime_secs: i64,
+    #[schema(format = DateTime)]
     started_at: String,
+    #[schema(format = DateTime)]
     time: String,
     sources: Vec<SourceView<'a>>,
     /// Forwarding sinks with link state and backlog.
@@ -339,6 +348,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
 #[derive(Serialize, ToSchema)]
 struct FieldView {
     value: f64,
+    #[schema(format = DateTime)]
     time: String,
     rolling_avg: Option<f64>,
     quality: Vec<&'static str>,
@@ -413,7 +423,9 @@ pub async fn sensors(
 #[derive(Serialize, ToSchema)]
 struct RollupView<'a> {
     field: &'a str,
+    #[schema(format = DateTime)]
     start: String,
+    #[schema(format = DateTime)]
     end: String,
     count: u64,
     mean: f64,
@@ -511,12 +523,15 @@ pub(super) struct EventView<'a> {
     kind: &'a str,
     severity: &'static str,
     active: bool,
+    #[schema(format = DateTime)]
     raised_at: String,
+    #[schema(format = DateTime)]
     cleared_at: Option<String>,
     value: f64,
     score: f64,
     peak_value: f64,
     peak_score: f64,
+    #[schema(format = DateTime)]
     peak_at: String,
     message: &'a str,
 }
