@@ -31,7 +31,7 @@ pub struct SensorState {
 }
 
 /// Counters of the pipeline since start (monotonic).
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PipelineCounters {
     /// Readings accepted into the pipeline.
     pub readings: u64,

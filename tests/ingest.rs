@@ -410,3 +410,45 @@ tags = {{ site = "plant-3" }}
     assert_eq!(tags[0]["line"], "line-7");
     assert_eq!(tags[0]["site"], "plant-3");
 }
+
+/// The running daemon serves its OpenAPI document, and every operation it lists is answered
+/// (not 404, not 405), the ingest route included because an `http` source is configured.
+/// That the document lists exactly the router's routes is checked against the router itself
+/// in `src/web/tests/openapi.rs`.
+#[tokio::test]
+async fn the_daemon_serves_an_openapi_document_whose_operations_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, shutdown) = start(dir.path(), true).await;
+    let base = format!("http://{}", running.web_addr);
+    let response = reqwest::get(format!("{base}/api/v1/openapi.json"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let doc: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/api/v1/ingest"));
+    let client = reqwest::Client::new();
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete = path.replace("{id}", "unknown-sensor");
+        for method in item.as_object().unwrap().keys() {
+            let status = client
+                .request(
+                    method.to_uppercase().parse().unwrap(),
+                    format!("{base}{concrete}"),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_ne!(status, 405, "{method} {path}");
+            if !path.contains('{') {
+                assert_ne!(status, 404, "{method} {path}");
+            }
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 6);
+    stop(running, shutdown).await;
+}

@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use crate::model::TimeNs;
 
-/// What the status page, `/api/v1/status` and `/metrics` show about one sink.
-#[derive(Clone, Debug, Default, Serialize)]
+/// What the status page, `/api/v1/status` and `/metrics` show about one sink. The times are
+/// not serialized: the API shows them as RFC 3339 strings (`web::api::SinkView`).
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct SinkStatus {
     pub name: String,
     #[serde(rename = "type")]
@@ -18,15 +19,19 @@ pub struct SinkStatus {
     /// `starting`, `up`, `down` (no answer: network error or timeout), `backing_off` (InfluxDB
     /// answered 408/429/5xx and is given time) or `misconfigured` (401/403/404).
     pub state: String,
+    #[serde(skip_serializing)]
     pub last_success: Option<TimeNs>,
     pub last_error: Option<String>,
+    #[serde(skip_serializing)]
     pub last_error_at: Option<TimeNs>,
     /// Gateway clock of the next attempt while backing off.
+    #[serde(skip_serializing)]
     pub next_attempt_at: Option<TimeNs>,
     /// Outbox entries this sink has not acknowledged yet.
     pub backlog_points: u64,
     pub backlog_bytes: u64,
     /// Time of the oldest unsent entry (rollup window start or event change).
+    #[serde(skip_serializing)]
     pub oldest_unsent: Option<TimeNs>,
     /// Points acknowledged per second, smoothed over the last minute or so.
     pub drain_rate_points_per_sec: f64,

@@ -178,7 +178,7 @@ pub struct EventFilter {
 }
 
 /// Sizes and depths for the status page and `/metrics`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct StoreStats {
     /// Size of the redb file on disk.
     pub file_bytes: u64,

@@ -14,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{ReadError, STATS_MAX_AGE, Shared};
 use crate::forward::status::SinkStatus;
@@ -74,14 +75,38 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+/// The one error body of every `/api/` route: `{"error": {"status", "message"}}`, plus
+/// `reason` for a refused ingest payload. Serialized from this type, so the OpenAPI schema
+/// and the answers cannot differ.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The HTTP status code, repeated.
+    #[schema(example = 400)]
+    pub status: u16,
+    /// Names what was wrong (for a query parameter: the parameter first).
+    #[schema(example = "from: not an RFC 3339 time")]
+    pub message: String,
+    /// Only for a refused ingest payload: the decoder's reason (`invalid_json`,
+    /// `missing_id`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error =
-            serde_json::json!({ "status": self.status.as_u16(), "message": self.message });
-        if let Some(reason) = self.reason {
-            error["reason"] = reason.into();
-        }
-        let body = serde_json::json!({ "error": error });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                status: self.status.as_u16(),
+                message: self.message,
+                reason: self.reason.map(str::to_string),
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -137,13 +162,18 @@ fn opt_time(t: Option<i64>) -> Option<String> {
 }
 
 /// A sink's status with times as RFC 3339 and ages in seconds.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SinkView<'a> {
     #[serde(flatten)]
+    #[schema(value_type = SinkStatus)]
     status: &'a SinkStatus,
+    #[schema(format = DateTime)]
     last_success: Option<String>,
+    #[schema(format = DateTime)]
     last_error_at: Option<String>,
+    #[schema(format = DateTime)]
     next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
     oldest_unsent: Option<String>,
     oldest_unsent_age_secs: Option<f64>,
 }
@@ -163,12 +193,14 @@ impl<'a> SinkView<'a> {
     }
 }
 
-#[derive(Serialize)]
+/// One configured source's health.
+#[derive(Serialize, ToSchema)]
 struct SourceView<'a> {
     name: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
     state: &'a str,
+    #[schema(format = DateTime)]
     last_success: Option<String>,
     readings: u64,
     errors: u64,
@@ -180,13 +212,16 @@ struct SourceView<'a> {
     bad_payloads: BTreeMap<&'a str, BadPayloadView<'a>>,
     /// Kind-specific facts as an object, in display order (MQTT: broker, client_id,
     /// subscriptions, session, unacked).
+    #[schema(value_type = BTreeMap<String, String>)]
     details: DetailsView<'a>,
 }
 
-#[derive(Serialize)]
+/// Refused messages of one reason.
+#[derive(Serialize, ToSchema)]
 struct BadPayloadView<'a> {
     count: u64,
     last_example: &'a str,
+    #[schema(format = DateTime)]
     last_time: String,
 }
 
@@ -235,18 +270,24 @@ impl<'a> From<&'a SourceHealth> for SourceView<'a> {
     }
 }
 
-#[derive(Serialize)]
+/// The pipeline's counters since start and its watermark (event time).
+#[derive(Serialize, ToSchema)]
 struct PipelineView<'a> {
+    #[schema(value_type = PipelineCounters)]
     counters: &'a PipelineCounters,
+    #[schema(format = DateTime)]
     watermark: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The gateway at a glance.
+#[derive(Serialize, ToSchema)]
 struct StatusView<'a> {
     gateway_id: &'a str,
     version: &'a str,
     uptime_secs: i64,
+    #[schema(format = DateTime)]
     started_at: String,
+    #[schema(format = DateTime)]
     time: String,
     sources: Vec<SourceView<'a>>,
     /// Forwarding sinks with link state and backlog.
@@ -261,6 +302,17 @@ struct StatusView<'a> {
 
 /// `GET /api/v1/status`. A store failure does not fail the status: the rest is still worth
 /// reading when the disk is in trouble.
+#[utoipa::path(
+    get,
+    path = "/api/v1/status",
+    tag = "status",
+    summary = "The gateway, its sources, sinks, store and pipeline",
+    description = "A store that cannot be read does not fail the status: `store` is then `null` and `store_error` says why.",
+    responses(
+        (status = 200, description = "The status", body = StatusView),
+        (status = 408, description = "The request took too long", body = ErrorBody),
+    )
+)]
 pub async fn status(State(state): State<Shared>) -> Response {
     let stats = state
         .read_store("stats", |s| s.recent_stats(STATS_MAX_AGE))
@@ -292,9 +344,11 @@ pub async fn status(State(state): State<Shared>) -> Response {
     .into_response()
 }
 
-#[derive(Serialize)]
+/// The latest value of one field.
+#[derive(Serialize, ToSchema)]
 struct FieldView {
     value: f64,
+    #[schema(format = DateTime)]
     time: String,
     rolling_avg: Option<f64>,
     quality: Vec<&'static str>,
@@ -311,11 +365,14 @@ impl From<&FieldState> for FieldView {
     }
 }
 
-#[derive(Serialize)]
+/// The live view of one sensor.
+#[derive(Serialize, ToSchema)]
 struct SensorView<'a> {
     id: &'a str,
     source: &'a str,
+    /// Left out when the sensor has none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = BTreeMap<String, String>)]
     tags: &'a BTreeMap<String, String>,
     fields: BTreeMap<&'a str, FieldView>,
 }
@@ -336,6 +393,18 @@ impl<'a> SensorView<'a> {
 }
 
 /// `GET /api/v1/sensors`: the live view of every sensor, ordered by id.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sensors",
+    tag = "sensors",
+    summary = "The live view of every sensor, ordered by id",
+    description = "Takes no query parameter.",
+    responses(
+        (status = 200, description = "Every sensor", body = Vec<SensorView>),
+        (status = 400, description = "A query parameter was given", body = ErrorBody),
+        (status = 408, description = "The request took too long", body = ErrorBody),
+    )
+)]
 pub async fn sensors(
     State(state): State<Shared>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -350,10 +419,13 @@ pub async fn sensors(
     Ok(Json(view).into_response())
 }
 
-#[derive(Serialize)]
+/// One stored rollup: a window's aggregates of one field.
+#[derive(Serialize, ToSchema)]
 struct RollupView<'a> {
     field: &'a str,
+    #[schema(format = DateTime)]
     start: String,
+    #[schema(format = DateTime)]
     end: String,
     count: u64,
     mean: f64,
@@ -385,6 +457,25 @@ impl<'a> From<&'a Rollup> for RollupView<'a> {
 
 /// `GET /api/v1/sensors/{id}/rollups?field=&from=&to=`: stored rollups with
 /// `from <= start < to`, ordered by field then start. Defaults: the last 24 hours.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sensors/{id}/rollups",
+    tag = "sensors",
+    summary = "Stored rollups of one sensor, ordered by field then window start",
+    params(
+        ("id" = String, Path, description = "The sensor id"),
+        ("field" = Option<String>, Query, description = "Only this field"),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; windows starting at or after it (default: 24 hours before `to`)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; windows starting before it (default: now)"),
+    ),
+    responses(
+        (status = 200, description = "The rollups with `from <= start < to`", body = Vec<RollupView>),
+        (status = 400, description = "An unknown, repeated or malformed query parameter, or `from` not before `to`", body = ErrorBody),
+        (status = 404, description = "The sensor is unknown", body = ErrorBody),
+        (status = 408, description = "The request took too long", body = ErrorBody),
+        (status = 500, description = "The store could not be read", body = ErrorBody),
+    )
+)]
 pub async fn rollups(
     State(state): State<Shared>,
     id: Result<Path<String>, PathRejection>,
@@ -422,7 +513,8 @@ pub async fn rollups(
     Ok(Json(view).into_response())
 }
 
-#[derive(Serialize)]
+/// One anomaly event (an episode from raise to clear).
+#[derive(Serialize, ToSchema)]
 pub(super) struct EventView<'a> {
     id: u64,
     sensor: &'a str,
@@ -431,12 +523,15 @@ pub(super) struct EventView<'a> {
     kind: &'a str,
     severity: &'static str,
     active: bool,
+    #[schema(format = DateTime)]
     raised_at: String,
+    #[schema(format = DateTime)]
     cleared_at: Option<String>,
     value: f64,
     score: f64,
     peak_value: f64,
     peak_score: f64,
+    #[schema(format = DateTime)]
     peak_at: String,
     message: &'a str,
 }
@@ -465,6 +560,23 @@ impl<'a> From<&'a AnomalyEvent> for EventView<'a> {
 
 /// `GET /api/v1/events?active=true|false&sensor=&limit=`: stored anomaly events, newest
 /// first, at most `limit` (default 1000, at most 10000).
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    summary = "Stored anomaly events, newest first",
+    params(
+        ("active" = Option<bool>, Query, description = "`true`: only active events; `false`: only cleared ones"),
+        ("sensor" = Option<String>, Query, description = "Only this sensor's events"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "At most this many (default 1000)"),
+    ),
+    responses(
+        (status = 200, description = "The events", body = Vec<EventView>),
+        (status = 400, description = "An unknown, repeated or malformed query parameter", body = ErrorBody),
+        (status = 408, description = "The request took too long", body = ErrorBody),
+        (status = 500, description = "The store could not be read", body = ErrorBody),
+    )
+)]
 pub async fn events(
     State(state): State<Shared>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,

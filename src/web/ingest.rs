@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::Shared;
-use super::api::{ApiError, params};
+use super::api::{ApiError, ErrorBody, params};
 use crate::config::Secret;
 use crate::ingest::{BadReason, Decoder};
 use crate::live::SourceHandle;
@@ -169,6 +169,33 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Option<Strin
 }
 
 /// `POST /api/v1/ingest?topic=`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/ingest",
+    tag = "ingest",
+    summary = "The `http` source: hand readings to the pipeline",
+    description = "Served only when an `http` source is configured. The body is decoded whole with the source's payload mapping (JSON, or line protocol for `text/plain`) or refused whole.",
+    params(
+        ("topic" = Option<String>, Query, description = "Matched against the mapping's topic template, as an MQTT topic would be"),
+    ),
+    request_body(
+        description = "Readings in the source's payload mapping",
+        content(
+            (Object = "application/json"),
+            (String = "text/plain"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "The readings are in the pipeline's channel (not yet committed)", body = Accepted),
+        (status = 400, description = "The payload was refused (`error.reason` says why) or an unknown query parameter", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token (when a token is configured)", body = ErrorBody),
+        (status = 408, description = "The request took too long", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "A content type other than `application/json` and `text/plain`", body = ErrorBody),
+        (status = 503, description = "The pipeline did not take the batch in time, or the daemon is shutting down (with `Retry-After`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub(super) async fn ingest(
     State(state): State<Shared>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -310,11 +337,14 @@ pub(super) async fn ingest(
         h.readings += n as u64;
         h.last_success = Some(now);
     });
-    (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "accepted": n })),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, Json(Accepted { accepted: n })).into_response()
+}
+
+/// The answer to an accepted body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Accepted {
+    /// Readings handed to the pipeline (not yet committed).
+    accepted: usize,
 }
 
 #[cfg(test)]

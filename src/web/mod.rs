@@ -12,7 +12,13 @@
 //!   for a slot), and a request that is not answered within `request_timeout_secs`, waiting
 //!   included, is answered 408.
 //! - **Errors have one shape**: under `/api/` every error is
-//!   `{"error": {"status": 400, "message": "..."}}`; elsewhere a small HTML page.
+//!   `{"error": {"status": 400, "message": "..."}}` (`api::ErrorBody`); elsewhere a small
+//!   HTML page.
+//! - **The API is documented by the code that serves it**: every `/api/v1` route is added
+//!   through [`api_routes`] (utoipa-axum's `OpenApiRouter`, one `#[utoipa::path]` per
+//!   handler), and `GET /api/v1/openapi.json` serves the OpenAPI 3.1 document collected from
+//!   exactly the routes this router serves (`ingest` only when it exists). A test compares the
+//!   document with the paths and methods the built router answers.
 
 mod api;
 mod html;
@@ -24,17 +30,20 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
+use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::WebConfig;
 use crate::forward::status::SinkRegistry;
@@ -115,22 +124,81 @@ enum ReadError {
 /// Shared handle the handlers receive.
 type Shared = Arc<WebState>;
 
+/// The document's fixed parts; the paths come from [`api_routes`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "edgewatch",
+        description = "The edge gateway's JSON API. Times are RFC 3339 strings; absent times are `null`. Query parameters are checked strictly: an unknown, repeated or malformed one is a 400 that names it. Every error body has the shape of `ErrorBody`."
+    ),
+    components(schemas(api::ErrorBody)),
+    modifiers(&BearerScheme),
+)]
+struct ApiDoc;
+
+/// The `bearer` security scheme of `POST /api/v1/ingest`.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+    }
+}
+
+/// Every `/api/v1` route, each with its documentation: the routes and the OpenAPI document
+/// are collected from the same `#[utoipa::path]` attributes, so neither can lack the other.
+fn api_routes(with_ingest: bool) -> OpenApiRouter<Shared> {
+    let mut routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::status))
+        .routes(routes!(api::sensors))
+        .routes(routes!(api::rollups))
+        .routes(routes!(api::events))
+        .routes(routes!(openapi_json));
+    if with_ingest {
+        routes = routes.routes(routes!(ingest::ingest));
+    }
+    routes
+}
+
+/// The OpenAPI document as served, rendered once when the router is built.
+#[derive(Clone)]
+struct OpenApiJson(axum::body::Bytes);
+
+/// `GET /api/v1/openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    summary = "This document: OpenAPI 3.1 of every /api/v1 route this daemon serves",
+    responses(
+        (status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object),
+        (status = 408, description = "The request took too long", body = api::ErrorBody),
+    )
+)]
+async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], doc.0).into_response()
+}
+
 /// The complete application: routes, error shaping and the hardening layers.
 pub fn router(state: WebState) -> Router {
     let config = state.config.clone();
-    let mut routes = Router::new();
-    if state.ingest.is_some() {
-        routes = routes.route(INGEST_PATH, post(ingest::ingest));
-    }
-    let routes = routes
+    let (api, doc) = api_routes(state.ingest.is_some()).split_for_parts();
+    let doc = doc
+        .to_json()
+        .expect("the OpenAPI document serializes to JSON");
+    let routes = api
+        .layer(Extension(OpenApiJson(doc.into())))
         .route("/", get(page::status))
         .route("/sensors/{id}", get(page::sensor))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/status", get(api::status))
-        .route("/api/v1/sensors", get(api::sensors))
-        .route("/api/v1/sensors/{id}/rollups", get(api::rollups))
-        .route("/api/v1/events", get(api::events))
         .fallback(not_found)
         .with_state(Arc::new(state));
     harden(routes, &config)

@@ -3,6 +3,7 @@
 
 mod hardening;
 mod ingest;
+mod openapi;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
