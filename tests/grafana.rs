@@ -548,6 +548,147 @@ fn the_dashboard_is_an_importable_influxql_dashboard_with_the_variables() {
     );
 }
 
+/// The column names a SELECT query answers with (besides `time`): an item's `AS` alias, else
+/// its name when it is a bare name, else the function's name (InfluxQL's default).
+fn select_columns(q: &str) -> Vec<String> {
+    let tokens = tokenize(q).unwrap();
+    let from = tokens
+        .iter()
+        .position(|t| is_word(Some(t), "from"))
+        .unwrap();
+    let mut items: Vec<Vec<Token>> = vec![Vec::new()];
+    let mut depth = 0usize;
+    for t in &tokens[1..from] {
+        match t {
+            Token::Op(op) if op == "(" => depth += 1,
+            Token::Op(op) if op == ")" => depth -= 1,
+            Token::Op(op) if op == "," && depth == 0 => {
+                items.push(Vec::new());
+                continue;
+            }
+            _ => {}
+        }
+        items.last_mut().unwrap().push(t.clone());
+    }
+    items
+        .iter()
+        .map(|item| {
+            let alias = item
+                .iter()
+                .position(|t| is_word(Some(t), "as"))
+                .and_then(|i| item.get(i + 1));
+            match (alias, item.as_slice()) {
+                (Some(Token::Ident(a)), _) => a.clone(),
+                (_, [Token::Ident(name)]) => name.clone(),
+                (_, [Token::Word(function), ..]) => function.clone(),
+                _ => panic!("cannot name a column of {item:?} in {q}"),
+            }
+        })
+        .collect()
+}
+
+/// The tags a SELECT query groups by.
+fn group_tags(q: &str) -> Vec<String> {
+    let tokens = tokenize(q).unwrap();
+    let Some(group) = tokens.iter().position(|t| is_word(Some(t), "group")) else {
+        return Vec::new();
+    };
+    let mut depth = 0usize;
+    let mut out = Vec::new();
+    for t in &tokens[group..] {
+        match t {
+            Token::Op(op) if op == "(" => depth += 1,
+            Token::Op(op) if op == ")" => depth -= 1,
+            Token::Ident(name) if depth == 0 => out.push(name.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn columns_that_the_dashboard_refers_to_are_columns_its_queries_answer() {
+    let dash = dashboard();
+    // Annotations: the title, text, tags and end-time columns.
+    for a in dash["annotations"]["list"].as_array().unwrap() {
+        let Some(q) = a["target"]["query"].as_str() else {
+            continue;
+        };
+        let columns = select_columns(q);
+        let target = &a["target"];
+        let mut named: Vec<&str> = ["titleColumn", "textColumn", "timeEndColumn"]
+            .iter()
+            .filter_map(|k| target[*k].as_str())
+            .filter(|c| !c.is_empty())
+            .collect();
+        named.extend(
+            target["tagsColumn"]
+                .as_str()
+                .unwrap_or("")
+                .split(',')
+                .filter(|c| !c.is_empty()),
+        );
+        assert!(named.len() >= 3, "{target}");
+        for c in named {
+            assert!(
+                columns.iter().any(|x| x == c),
+                "annotation column {c:?} not in {columns:?}: {q}"
+            );
+        }
+    }
+    // Panels: `$tag_X` aliases name a grouped tag; overrides by name and `fillBelowTo` name a
+    // column of the panel's queries.
+    fn walk(list: &Value) {
+        for panel in list.as_array().into_iter().flatten() {
+            let mut columns = Vec::new();
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let q = target["query"].as_str().unwrap();
+                columns.extend(select_columns(q));
+                let alias = target["alias"].as_str().unwrap_or("");
+                for part in alias.split('$').skip(1) {
+                    if let Some(rest) = part.strip_prefix("tag_") {
+                        let tag: String = rest
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        assert!(group_tags(q).contains(&tag), "alias {alias:?}: {q}");
+                    }
+                }
+            }
+            for o in panel["fieldConfig"]["overrides"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if o["matcher"]["id"] == "byName" {
+                    let name = o["matcher"]["options"].as_str().unwrap();
+                    assert!(
+                        columns.iter().any(|c| c == name),
+                        "override {name:?} not in {columns:?}"
+                    );
+                }
+                for p in o["properties"].as_array().into_iter().flatten() {
+                    if p["id"] == "custom.fillBelowTo" {
+                        let name = p["value"].as_str().unwrap();
+                        assert!(
+                            columns.iter().any(|c| c == name),
+                            "fillBelowTo {name:?} not in {columns:?}"
+                        );
+                    }
+                }
+            }
+            walk(&panel["panels"]);
+        }
+    }
+    walk(&dash["panels"]);
+    assert_eq!(
+        select_columns(
+            r#"SELECT mean("mean") AS "m", last("x"), "y", "z" / 2 AS "h" FROM "rollup""#
+        ),
+        ["m", "last", "y", "h"]
+    );
+}
+
 #[test]
 fn the_check_refuses_names_the_forwarder_does_not_write() {
     let schema = forwarded_schema();
@@ -748,4 +889,36 @@ retry_max_secs = 1
         assert!(rows > 0, "{place}: no rows from {q}: {answer}");
         eprintln!("{place}: {rows} rows");
     }
+    // The region annotations end at `cleared_at` in milliseconds, as Grafana wants `timeEnd`:
+    // after the raise (the point's time, here in ns), before now.
+    let annotation = dash["annotations"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["target"]["timeEndColumn"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+        })
+        .expect("a region annotation");
+    let end_column = annotation["target"]["timeEndColumn"].as_str().unwrap();
+    let q = substitute(annotation["target"]["query"].as_str().unwrap(), &vars);
+    let answer = influx.query("plant", &q);
+    let now_ms = now_ns() / 1_000_000;
+    let mut regions = 0;
+    for series in answer["results"][0]["series"].as_array().unwrap() {
+        let columns = series["columns"].as_array().unwrap();
+        let end = columns.iter().position(|c| c == end_column).unwrap();
+        for row in series["values"].as_array().unwrap() {
+            if let Some(end_ms) = row[end].as_f64() {
+                let raised_ms = row[0].as_i64().unwrap() / 1_000_000;
+                assert!(
+                    (raised_ms as f64) < end_ms && end_ms <= now_ms as f64,
+                    "raised {raised_ms} ms, cleared {end_ms} ms, now {now_ms} ms: {row}"
+                );
+                regions += 1;
+            }
+        }
+    }
+    assert!(regions > 0, "no cleared episode in {answer}");
 }
