@@ -167,14 +167,35 @@ pub enum OutboxEntry {
     Event(AnomalyEvent),
 }
 
-/// Which events to list.
+/// Which events to list. Every condition that is set must hold.
 #[derive(Clone, Debug, Default)]
 pub struct EventFilter {
     /// `Some(true)`: only active; `Some(false)`: only cleared.
     pub active: Option<bool>,
     pub sensor: Option<String>,
+    /// Only this rule (`AnomalyEvent::rule`, exact).
+    pub rule: Option<String>,
+    /// Only episodes still active at or after this time: cleared at or after it, or not
+    /// cleared. With `to`, the episodes that overlap `[from, to)`, which is what a
+    /// technician asking "what happened between 10:00 and 11:00" means.
+    pub from: Option<TimeNs>,
+    /// Only episodes raised before this time.
+    pub to: Option<TimeNs>,
     /// At most this many, newest first; 0 means no limit.
     pub limit: usize,
+}
+
+impl EventFilter {
+    /// Whether `event` passes every condition of the filter (the limit aside).
+    pub fn matches(&self, event: &AnomalyEvent) -> bool {
+        self.active.is_none_or(|active| event.is_active() == active)
+            && self.sensor.as_deref().is_none_or(|s| event.sensor == s)
+            && self.rule.as_deref().is_none_or(|r| event.rule == r)
+            && self.to.is_none_or(|to| event.raised_at < to)
+            && self
+                .from
+                .is_none_or(|from| event.cleared_at.is_none_or(|cleared| cleared >= from))
+    }
 }
 
 /// Sizes and depths for the status page and `/metrics`.
@@ -430,13 +451,7 @@ impl Store {
                     continue;
                 }
             };
-            if filter
-                .active
-                .is_some_and(|active| event.is_active() != active)
-            {
-                continue;
-            }
-            if filter.sensor.as_deref().is_some_and(|s| event.sensor != s) {
+            if !filter.matches(&event) {
                 continue;
             }
             out.push(event);
@@ -499,10 +514,7 @@ impl Store {
     }
 
     /// Raw readings of one series with `from <= time < to`, oldest first, at most `limit`.
-    ///
-    /// Reads `raw` for the series and scans `raw_recent` (the readings not folded yet, all
-    /// series in time order) over the same time range; where both hold a time, the recent
-    /// reading is the newer write and wins.
+    /// See [`Store::raw_each`] for how the two raw tables are read.
     pub fn raw(
         &self,
         series: &SeriesKey,
@@ -510,13 +522,39 @@ impl Store {
         to: TimeNs,
         limit: usize,
     ) -> Result<Vec<(TimeNs, f64, Quality)>, StoreError> {
-        if from >= to || limit == 0 {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.raw_each(series, from, to, |time, value, quality| {
+            out.push((time, value, quality));
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Hands every raw reading of one series with `from <= time < to` to `visit`, oldest
+    /// first, until `visit` returns false. For readers that summarise a range (a chart's
+    /// min/max buckets) without holding all of it in memory.
+    ///
+    /// Reads `raw` for the series and scans `raw_recent` (the readings not folded yet, all
+    /// series in time order) over the same time range; where both hold a time, the recent
+    /// reading is the newer write and wins. Only the series' readings from `raw_recent` are
+    /// held in memory, at most `FOLD_RECORDS`.
+    pub fn raw_each(
+        &self,
+        series: &SeriesKey,
+        from: TimeNs,
+        to: TimeNs,
+        mut visit: impl FnMut(TimeNs, f64, Quality) -> bool,
+    ) -> Result<(), StoreError> {
+        if from >= to {
+            return Ok(());
         }
         let txn = self.inner.db.begin_read()?;
         let ids = txn.open_table(SERIES)?;
         let Some(id) = ids.get((&*series.sensor, &*series.field))? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let id = id.value();
         let mut recent = Vec::new();
@@ -526,30 +564,48 @@ impl Store {
             if key.value().series == id {
                 let value = value.value();
                 recent.push((key.value().time, value.value, value.quality));
-                if recent.len() >= limit {
-                    break;
-                }
             }
         }
-        let mut out = Vec::new();
         let mut recent = recent.into_iter().peekable();
         let table = txn.open_table(RAW)?;
         for item in table.range(SeriesTime::new(id, from)..SeriesTime::new(id, to))? {
             let (key, value) = item?;
             let time = key.value().time;
-            while out.len() < limit && recent.peek().is_some_and(|r| r.0 < time) {
-                out.extend(recent.next());
-            }
-            if out.len() >= limit {
-                break;
+            while let Some(r) = recent.next_if(|r| r.0 < time) {
+                if !visit(r.0, r.1, r.2) {
+                    return Ok(());
+                }
             }
             if recent.peek().is_some_and(|r| r.0 == time) {
                 continue;
             }
             let value = value.value();
-            out.push((time, value.value, value.quality));
+            if !visit(time, value.value, value.quality) {
+                return Ok(());
+            }
         }
-        out.extend(recent.take(limit - out.len()));
+        for r in recent {
+            if !visit(r.0, r.1, r.2) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The fields stored for one sensor, in name order (cheap: one range of `series`).
+    pub fn fields(&self, sensor: &str) -> Result<Vec<String>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let series = txn.open_table(SERIES)?;
+        let mut out = Vec::new();
+        // (sensor, "") is the smallest key of this sensor; its fields follow in order.
+        for item in series.range((sensor, "")..)? {
+            let (key, _) = item?;
+            let (s, f) = key.value();
+            if s != sensor {
+                break;
+            }
+            out.push(f.to_string());
+        }
         Ok(out)
     }
 

@@ -603,6 +603,7 @@ pub async fn events(
         active,
         sensor: params.get("sensor").cloned(),
         limit,
+        ..EventFilter::default()
     };
     let events = state
         .read_store("events", move |store| store.events(&filter))

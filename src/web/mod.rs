@@ -21,6 +21,7 @@
 //!   document with the paths and methods the built router answers.
 
 mod api;
+mod chart;
 mod html;
 pub mod ingest;
 mod page;
@@ -197,6 +198,9 @@ pub fn router(state: WebState) -> Router {
         .layer(Extension(OpenApiJson(doc.into())))
         .route("/", get(page::status))
         .route("/sensors/{id}", get(page::sensor))
+        .route("/devices", get(page::devices))
+        .route("/events", get(page::events))
+        .route("/assets/app.js", get(page::app_js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
