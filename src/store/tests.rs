@@ -584,6 +584,22 @@ fn raw_each_merges_both_raw_tables_and_stops_when_asked() {
         })
         .unwrap();
     assert_eq!(seen, vec![0, 1]);
+    let keys = [
+        SeriesKey::new("b", "t"),
+        SeriesKey::new("nope", "t"),
+        SeriesKey::new("a", "t"),
+    ];
+    let mut seen = Vec::new();
+    store
+        .raw_each_of(&keys, T0 + 4, T0 + 6, |i, t, v, _| {
+            seen.push((i, t - T0, v));
+            true
+        })
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![(0, 4, -1.0), (0, 5, -1.0), (2, 4, 4.0), (2, 5, 5.0)]
+    );
     assert_eq!(store.fields("a").unwrap(), vec!["t".to_string()]);
     assert!(store.fields("nope").unwrap().is_empty());
 }

@@ -1,5 +1,7 @@
-//! The web: the technicians' status page, the JSON API under `/api/v1`, `/healthz` and
-//! Prometheus `/metrics` (paths and JSON field names are an interface, see DESIGN.md).
+//! The web: the technicians' pages (`page/`: overview, sensors with SVG charts, devices,
+//! events; live updates through our own `/assets/app.js`), the JSON API under `/api/v1`,
+//! `/healthz` and Prometheus `/metrics` (paths and JSON field names are an interface, see
+//! DESIGN.md).
 //!
 //! Invariants:
 //! - **The web never writes data.** It reads the live snapshot (a `watch` channel the pipeline

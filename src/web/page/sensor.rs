@@ -71,16 +71,18 @@ pub async fn sensor(
             fields.extend(live_fields);
             fields.sort();
             fields.dedup();
-            let mut raw = BTreeMap::new();
-            for field in fields {
-                let mut buckets = MinMaxBuckets::new(now - RAW_SPAN_NS, now, MAX_POINTS / 2);
-                let key = SeriesKey::new(sensor.as_str(), field.as_str());
-                store.raw_each(&key, now - RAW_SPAN_NS, now, |t, v, _| {
-                    buckets.push(t, v);
-                    true
-                })?;
-                raw.insert(field, buckets);
-            }
+            // One pass over the readings not folded yet, for every field at once.
+            let keys: Vec<SeriesKey> = fields
+                .iter()
+                .map(|f| SeriesKey::new(sensor.as_str(), f.as_str()))
+                .collect();
+            let mut buckets =
+                vec![MinMaxBuckets::new(now - RAW_SPAN_NS, now, MAX_POINTS / 2); keys.len()];
+            store.raw_each_of(&keys, now - RAW_SPAN_NS, now, |i, t, v, _| {
+                buckets[i].push(t, v);
+                true
+            })?;
+            let raw: BTreeMap<String, MinMaxBuckets> = fields.into_iter().zip(buckets).collect();
             let rollups = store.rollups(&sensor, None, now - ROLLUP_SPAN_NS, TimeNs::MAX)?;
             let events = store.events(&EventFilter {
                 sensor: Some(sensor.clone()),
