@@ -134,7 +134,6 @@ pub async fn events(
     let mut sensors: BTreeSet<String> = snapshot.sensors.keys().cloned().collect();
     let mut b = String::with_capacity(16 * 1024);
     let mut status = StatusCode::OK;
-    b.push_str("<h1>Events</h1>");
     match filter {
         Err(problem) => {
             status = StatusCode::BAD_REQUEST;
@@ -186,7 +185,8 @@ pub async fn events(
         }
     }
 
-    let controls = form_html(&form, &sensors);
+    // The heading goes above the form, which stays outside `<main>`.
+    let controls = format!("<h1>Events</h1>{}", form_html(&form, &sensors));
     let title = format!("Events · edgewatch {}", state.gateway_id);
     respond(
         &headers,
