@@ -4,7 +4,7 @@
 //! their own read transactions and never block the writer. Nothing here is async: callers run
 //! it on `spawn_blocking` (see `writer`).
 //!
-//! Code map: `mod.rs` (this file) is the API, opening and the reads; `tables.rs` the layout
+//! Code map: `mod.rs` (this file) is the API, opening and the reads (raw readings in `raw.rs`); `tables.rs` the layout
 //! and record codecs; `commit.rs` the write transaction; `retention.rs` age and byte-budget
 //! removal; `writer.rs` the async task that batches, commits and retries.
 //!
@@ -26,6 +26,7 @@
 mod commit;
 mod dedup;
 mod open_windows;
+mod raw;
 mod retention;
 mod sensor_tags;
 mod sinks;
@@ -47,7 +48,6 @@ pub use writer::run_writer;
 use tables::{
     CURSORS, EVENTS, META, META_NEXT_EVENT_ID, META_NEXT_OUTBOX_SEQ, META_SCHEMA_VERSION, OUTBOX,
     OUTBOX_BY_TIME, RAW, RAW_RECENT, ROLLUPS, SCHEMA_VERSION, SERIES, SERIES_BY_ID, SeriesTime,
-    TimeSeries,
 };
 
 /// `raw_recent` is folded into `raw` once it holds this many readings. Larger folds write
@@ -57,7 +57,7 @@ use tables::{
 const FOLD_RECORDS: u64 = 250_000;
 
 use crate::config::StoreConfig;
-use crate::model::{AnomalyEvent, Quality, Reading, Rollup, SeriesKey, Stats, TimeNs};
+use crate::model::{AnomalyEvent, Reading, Rollup, SeriesKey, Stats, TimeNs};
 
 /// Everything one commit writes. A rollup and the outbox entry that forwards it are written
 /// in the same transaction.
@@ -511,104 +511,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Raw readings of one series with `from <= time < to`, oldest first, at most `limit`.
-    /// See [`Store::raw_each`] for how the two raw tables are read.
-    pub fn raw(
-        &self,
-        series: &SeriesKey,
-        from: TimeNs,
-        to: TimeNs,
-        limit: usize,
-    ) -> Result<Vec<(TimeNs, f64, Quality)>, StoreError> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        self.raw_each(series, from, to, |time, value, quality| {
-            out.push((time, value, quality));
-            out.len() < limit
-        })?;
-        Ok(out)
-    }
-
-    /// Hands every raw reading of one series with `from <= time < to` to `visit`, oldest
-    /// first, until `visit` returns false. For readers that summarise a range (a chart's
-    /// min/max buckets) without holding all of it in memory. See [`Store::raw_each_of`].
-    pub fn raw_each(
-        &self,
-        series: &SeriesKey,
-        from: TimeNs,
-        to: TimeNs,
-        mut visit: impl FnMut(TimeNs, f64, Quality) -> bool,
-    ) -> Result<(), StoreError> {
-        self.raw_each_of(std::slice::from_ref(series), from, to, |_, t, v, q| {
-            visit(t, v, q)
-        })
-    }
-
-    /// [`Store::raw_each`] for several series at once (a sensor's fields): `visit` gets the
-    /// index of the series in `series`, then the reading; each series' readings come oldest
-    /// first, one series after the other, until `visit` returns false.
-    ///
-    /// Reads `raw` for each series and scans `raw_recent` (the readings not folded yet, all
-    /// series in time order) once over the time range; where both hold a time, the recent
-    /// reading is the newer write and wins. Only the wanted series' readings from
-    /// `raw_recent` are held in memory, at most `FOLD_RECORDS`.
-    pub fn raw_each_of(
-        &self,
-        series: &[SeriesKey],
-        from: TimeNs,
-        to: TimeNs,
-        mut visit: impl FnMut(usize, TimeNs, f64, Quality) -> bool,
-    ) -> Result<(), StoreError> {
-        if from >= to || series.is_empty() {
-            return Ok(());
-        }
-        let txn = self.inner.db.begin_read()?;
-        let ids = txn.open_table(SERIES)?;
-        let mut wanted: Vec<Option<u32>> = Vec::with_capacity(series.len());
-        for key in series {
-            wanted.push(ids.get((&*key.sensor, &*key.field))?.map(|id| id.value()));
-        }
-        let mut recent: Vec<Vec<(TimeNs, f64, Quality)>> = vec![Vec::new(); series.len()];
-        let table = txn.open_table(RAW_RECENT)?;
-        for item in table.range(TimeSeries::new(from, 0)..TimeSeries::new(to, 0))? {
-            let (key, value) = item?;
-            let key = key.value();
-            if let Some(i) = wanted.iter().position(|id| *id == Some(key.series)) {
-                let value = value.value();
-                recent[i].push((key.time, value.value, value.quality));
-            }
-        }
-        let table = txn.open_table(RAW)?;
-        for (i, (id, recent)) in wanted.into_iter().zip(recent).enumerate() {
-            let Some(id) = id else { continue };
-            let mut recent = recent.into_iter().peekable();
-            for item in table.range(SeriesTime::new(id, from)..SeriesTime::new(id, to))? {
-                let (key, value) = item?;
-                let time = key.value().time;
-                while let Some(r) = recent.next_if(|r| r.0 < time) {
-                    if !visit(i, r.0, r.1, r.2) {
-                        return Ok(());
-                    }
-                }
-                if recent.peek().is_some_and(|r| r.0 == time) {
-                    continue;
-                }
-                let value = value.value();
-                if !visit(i, time, value.value, value.quality) {
-                    return Ok(());
-                }
-            }
-            for r in recent {
-                if !visit(i, r.0, r.1, r.2) {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The fields stored for one sensor, in name order (cheap: one range of `series`).

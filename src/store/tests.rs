@@ -10,7 +10,7 @@ use redb::ReadableDatabase;
 
 use super::tables::{META, META_SCHEMA_VERSION};
 use super::*;
-use crate::model::{NS_PER_SEC, Reading, Severity};
+use crate::model::{NS_PER_SEC, Quality, Reading, Severity};
 
 /// A moment in late 2026, far from any edge of the time range.
 pub(super) const T0: TimeNs = 1_795_000_000 * NS_PER_SEC;
