@@ -4,9 +4,10 @@
 //! their own read transactions and never block the writer. Nothing here is async: callers run
 //! it on `spawn_blocking` (see `writer`).
 //!
-//! Code map: `mod.rs` (this file) is the API, opening and the reads (raw readings in `raw.rs`); `tables.rs` the layout
-//! and record codecs; `commit.rs` the write transaction; `retention.rs` age and byte-budget
-//! removal; `writer.rs` the async task that batches, commits and retries.
+//! Code map: `mod.rs` (this file) is the API, opening and the reads (raw readings in
+//! `raw.rs`); `tables.rs` the layout and record codecs; `commit.rs` the write transaction;
+//! `retention.rs` age and byte-budget removal; `writer.rs` the async task that batches,
+//! commits and retries.
 //!
 //! Raw readings first land in `raw_recent`, ordered by time, and are folded into `raw`,
 //! ordered by series, every `FOLD_RECORDS` (250,000) readings: appending by time touches few
