@@ -198,6 +198,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     });
 
     let web_stop = CancellationToken::new();
+    // The operator token is resolved once, here: the web sees only its value (or none: then
+    // it is read-only), never where it came from.
+    let mut web_config = config.web.clone();
+    web_config.operator_token = config
+        .web
+        .operator_token()
+        .map_err(|reason| anyhow::anyhow!("web.operator_token: {reason}"))?;
+    web_config.operator_token_file = None;
+    web_config.operator_token_env = None;
     let state = WebState {
         gateway_id: config.gateway.id.clone(),
         version: env!("CARGO_PKG_VERSION"),
@@ -208,7 +217,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         store: store.clone(),
         metrics: metrics.clone(),
         window_secs: config.pipeline.window_secs,
-        config: config.web.clone(),
+        config: web_config,
         ingest,
     };
     let web = tokio::spawn(web::serve(listener, state, web_stop.clone()));

@@ -20,6 +20,7 @@
 //!   exactly the routes this router serves (`ingest` only when it exists). A test compares the
 //!   document with the paths and methods the built router answers.
 
+mod ack;
 mod api;
 mod html;
 pub mod ingest;
@@ -160,6 +161,7 @@ fn api_routes(with_ingest: bool) -> OpenApiRouter<Shared> {
         .routes(routes!(api::sensors))
         .routes(routes!(api::rollups))
         .routes(routes!(api::events))
+        .routes(routes!(ack::api_ack))
         .routes(routes!(openapi_json));
     if with_ingest {
         routes = routes.routes(routes!(ingest::ingest));
@@ -197,6 +199,10 @@ pub fn router(state: WebState) -> Router {
         .layer(Extension(OpenApiJson(doc.into())))
         .route("/", get(page::status))
         .route("/sensors/{id}", get(page::sensor))
+        .route(
+            "/events/{id}/ack",
+            get(ack::form_page).post(ack::form_post),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -276,8 +282,8 @@ async fn not_found() -> StatusCode {
 /// timeout's 408) the same shape as the handlers' errors: JSON under `/api/`, HTML elsewhere.
 async fn shape_errors(request: Request, next: Next) -> Response {
     let is_api = request.uri().path().starts_with("/api/");
-    // The router adds `Allow` outside this layer, so the one POST route is known by its path.
-    let post_only = request.uri().path() == INGEST_PATH;
+    // The router adds `Allow` outside this layer, so the POST-only routes are known by path.
+    let post_only = request.uri().path() == INGEST_PATH || ack::is_api_path(request.uri().path());
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())

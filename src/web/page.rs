@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
+use super::ack;
 use super::html::{self, Esc, sensor_href};
 use super::{ReadError, STATS_MAX_AGE, Shared};
 use crate::forward::status::SinkStatus;
@@ -73,7 +74,8 @@ pub async fn status(State(state): State<Shared>) -> Response {
         "<h2 id=\"anomalies\">Active anomalies ({})</h2>",
         snapshot.active_events.len()
     );
-    anomaly_table(&mut b, &snapshot.active_events, now, true);
+    let acks = ack::Column::read(&state, &snapshot.active_events, "/").await;
+    anomaly_table(&mut b, &snapshot.active_events, now, true, &acks);
 
     b.push_str("<h2 id=\"sources\">Sources</h2>");
     source_table(&mut b, &sources, now);
@@ -183,7 +185,8 @@ pub async fn sensor(
         .cloned()
         .collect();
     let _ = write!(b, "<h2>Active anomalies ({})</h2>", active.len());
-    anomaly_table(&mut b, &active, now, false);
+    let acks = ack::Column::read(&state, &active, &sensor_href(&id)).await;
+    anomaly_table(&mut b, &active, now, false, &acks);
 
     let _ = write!(
         b,
@@ -209,8 +212,15 @@ fn severity_cell(b: &mut String, e: &AnomalyEvent) {
 }
 
 /// Active anomalies, critical first, then the longest active. `with_sensor` adds the sensor
-/// column (the status page); a sensor's own page leaves it out.
-fn anomaly_table(b: &mut String, events: &[AnomalyEvent], now: TimeNs, with_sensor: bool) {
+/// column (the status page); a sensor's own page leaves it out. The last column is the
+/// operator's acknowledgement (`ack.rs`).
+fn anomaly_table(
+    b: &mut String,
+    events: &[AnomalyEvent],
+    now: TimeNs,
+    with_sensor: bool,
+    acks: &ack::Column,
+) {
     if events.is_empty() {
         b.push_str("<p class=\"ok\">No active anomalies.</p>");
         return;
@@ -223,8 +233,10 @@ fn anomaly_table(b: &mut String, events: &[AnomalyEvent], now: TimeNs, with_sens
     }
     b.push_str(
         "<th>Field</th><th class=\"num\">Value</th><th>Active for</th>\
-         <th class=\"num\">Peak</th><th>Rule</th><th>Message</th></tr>",
+         <th class=\"num\">Peak</th><th>Rule</th><th>Message</th>",
     );
+    acks.header(b);
+    b.push_str("</tr>");
     for e in sorted {
         let _ = write!(b, "<tr class=\"{}\">", e.severity.as_str());
         severity_cell(b, e);
@@ -239,7 +251,7 @@ fn anomaly_table(b: &mut String, events: &[AnomalyEvent], now: TimeNs, with_sens
         let _ = write!(
             b,
             "<td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td>\
-             <td>{}</td><td class=\"err\">{}</td></tr>",
+             <td>{}</td><td class=\"err\">{}</td>",
             Esc(&e.field),
             html::value(e.value),
             html::duration(now - e.raised_at),
@@ -247,6 +259,8 @@ fn anomaly_table(b: &mut String, events: &[AnomalyEvent], now: TimeNs, with_sens
             Esc(&e.rule),
             Esc(&e.message),
         );
+        acks.cell(b, e);
+        b.push_str("</tr>");
     }
     b.push_str("</table></div>");
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the web: each starts [`serve`] on 127.0.0.1:0 with a real store in a
 //! temporary directory and a hand-made live snapshot, and talks to it over HTTP.
 
+mod ack;
 mod hardening;
 mod ingest;
 mod openapi;
@@ -51,6 +52,11 @@ struct Harness {
 
 impl Harness {
     async fn start(snapshot: LiveSnapshot) -> Harness {
+        Harness::start_with(snapshot, WebConfig::default()).await
+    }
+
+    /// [`Harness::start`] with the given `[web]` settings.
+    async fn start_with(snapshot: LiveSnapshot, config: WebConfig) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreConfig {
             path: dir.path().join("edgewatch.redb"),
@@ -92,7 +98,7 @@ impl Harness {
             store: store.clone(),
             metrics: Arc::new(Metrics::new()),
             window_secs: 60,
-            config: WebConfig::default(),
+            config,
             ingest: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
