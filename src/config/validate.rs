@@ -73,11 +73,7 @@ pub(super) fn validate(c: &Config, at: &Positions) -> Vec<Problem> {
         "web.max_concurrent_requests",
         c.web.max_concurrent_requests as f64,
     );
-    positive_into(
-        &mut p,
-        "web.max_connections",
-        c.web.max_connections as f64,
-    );
+    positive_into(&mut p, "web.max_connections", c.web.max_connections as f64);
     positive_into(
         &mut p,
         "web.header_read_timeout_secs",

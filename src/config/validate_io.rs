@@ -1,7 +1,7 @@
 //! Semantic checks of the `mqtt` and `http` sources and the `mqtt` and `webhook` sinks.
 
-use super::load::Problem;
 use super::WebConfig;
+use super::load::Problem;
 use super::sink::{MqttAlertConfig, WebhookConfig};
 use super::source::{HttpIngestConfig, MappingConfig, MqttConnection, MqttSourceConfig};
 
@@ -213,12 +213,10 @@ pub(super) fn operator_token(w: &WebConfig, p: &mut Vec<Problem>) {
             KEY,
             "is empty (leave out all three keys for a read-only web)",
         )),
-        Ok(Some(token)) if !token.0.bytes().all(|b| b.is_ascii_graphic()) => p.push(
-            Problem::new(
-                KEY,
-                "must be visible ASCII without spaces (it is sent as a bearer token)",
-            ),
-        ),
+        Ok(Some(token)) if !token.0.bytes().all(|b| b.is_ascii_graphic()) => p.push(Problem::new(
+            KEY,
+            "must be visible ASCII without spaces (it is sent as a bearer token)",
+        )),
         Ok(Some(_)) => {}
     }
 }

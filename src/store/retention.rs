@@ -375,10 +375,7 @@ mod tests {
         let store = Store::open(&test_config(dir.path())).unwrap();
         store
             .write(&WriteBatch {
-                events: vec![
-                    event(1, "a", T0, Some(T0 + HOUR)),
-                    event(2, "a", T0, None),
-                ],
+                events: vec![event(1, "a", T0, Some(T0 + HOUR)), event(2, "a", T0, None)],
                 ..WriteBatch::default()
             })
             .unwrap();

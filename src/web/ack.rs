@@ -156,7 +156,10 @@ fn check_note(note: &str) -> Result<String, Refusal> {
             "note: at most {MAX_NOTE_CHARS} characters"
         )));
     }
-    if note.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if note
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(Refusal::BadRequest(
             "note: control characters other than line breaks and tabs are not accepted".into(),
         ));

@@ -16,11 +16,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::ack::AckView;
 use super::{ReadError, STATS_MAX_AGE, Shared};
 use crate::forward::status::SinkStatus;
 use crate::live::{FieldState, PipelineCounters, SensorState, SourceHealth};
 use crate::model::{AnomalyEvent, NS_PER_SEC, Rollup, TimeNs, format_time, now_ns, parse_time};
-use super::ack::AckView;
 use crate::store::{Acknowledgement, EventFilter, StoreStats};
 
 /// Default span of `/rollups` when `from` is not given.

@@ -91,7 +91,10 @@ async fn acknowledging_needs_the_token_and_then_shows_on_the_pages_and_in_the_ap
 
     let (page_status, page) = h.text("/").await;
     assert_eq!(page_status, 200);
-    assert!(page.contains("href=\"/events/7/ack?back=%2F\""), "the form is offered");
+    assert!(
+        page.contains("href=\"/events/7/ack?back=%2F\""),
+        "the form is offered"
+    );
 
     let bearer = format!("Bearer {TOKEN}");
     let (status, body, _) = h.ack("7", Some(&bearer), note).await;
@@ -141,7 +144,10 @@ async fn the_form_redirects_back_with_303_and_refuses_a_wrong_token_with_401() {
     assert_eq!(status, 200);
     assert!(form.contains("id=\"ack-form\"") && form.contains("type=\"password\""));
     assert!(form.contains("value=\"/sensors/p-101\""));
-    assert!(!form.contains("http-equiv=\"refresh\""), "the form page does not reload");
+    assert!(
+        !form.contains("http-equiv=\"refresh\""),
+        "the form page does not reload"
+    );
 
     let response = h
         .post_form(7, &[("note", "seal"), ("token", "nope"), ("back", "/")])
@@ -153,7 +159,11 @@ async fn the_form_redirects_back_with_303_and_refuses_a_wrong_token_with_401() {
     let response = h
         .post_form(
             7,
-            &[("note", "seal replaced"), ("token", TOKEN), ("back", "/sensors/p-101")],
+            &[
+                ("note", "seal replaced"),
+                ("token", TOKEN),
+                ("back", "/sensors/p-101"),
+            ],
         )
         .await;
     assert_eq!(response.status(), 303);
@@ -163,7 +173,10 @@ async fn the_form_redirects_back_with_303_and_refuses_a_wrong_token_with_401() {
     assert!(page.contains(": seal replaced"));
 
     let response = h
-        .post_form(7, &[("note", "x"), ("token", TOKEN), ("back", "//evil.example")])
+        .post_form(
+            7,
+            &[("note", "x"), ("token", TOKEN), ("back", "//evil.example")],
+        )
         .await;
     assert_eq!(response.headers()["location"], "/");
 }
@@ -178,13 +191,20 @@ async fn unknown_events_are_404_cleared_ones_may_be_acknowledged_and_notes_are_b
     let bearer = format!("Bearer {TOKEN}");
     let (status, _, _) = h.ack("99", Some(&bearer), json!({"note": "x"})).await;
     assert_eq!(status, 404);
-    let (status, body, _) = h.ack("3", Some(&bearer), json!({"note": "after the fact"})).await;
+    let (status, body, _) = h
+        .ack("3", Some(&bearer), json!({"note": "after the fact"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     let (status, body, _) = h
         .ack("3", Some(&bearer), json!({"note": "x".repeat(501)}))
         .await;
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("note:"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("note:")
+    );
     let (status, _, _) = h.ack("3", Some(&bearer), json!({"note": "  "})).await;
     assert_eq!(status, 400);
     let (status, _, _) = h.ack("3", Some(&bearer), json!({"text": "x"})).await;
