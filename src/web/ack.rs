@@ -469,7 +469,8 @@ impl Column {
     pub fn cell(&self, b: &mut String, e: &AnomalyEvent) {
         match self.acks.get(&e.id) {
             Some(ack) => {
-                b.push_str("<td class=\"ack\">");
+                // Notes wrap, unlike the other cells of the table.
+                b.push_str("<td class=\"ack\" style=\"white-space:normal;min-width:14rem\">");
                 acknowledged_text(b, ack);
                 b.push_str("</td>");
             }
