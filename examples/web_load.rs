@@ -99,7 +99,10 @@ fn main() {
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "machine: {cpus} CPUs, load average at start {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "workload: {SOURCES} sim sources × {SENSORS_PER_SOURCE} sensors × {FIELDS} fields every \
@@ -208,7 +211,11 @@ fn run_client(client: usize, base: &str, deadline: Instant, stop: &AtomicBool) -
         }
         let route = (client + n as usize) % ROUTES.len();
         let k = (client * 7919 + n as usize) % sensors;
-        let sensor = format!("s{}-{:03}", k / SENSORS_PER_SOURCE, k % SENSORS_PER_SOURCE + 1);
+        let sensor = format!(
+            "s{}-{:03}",
+            k / SENSORS_PER_SOURCE,
+            k % SENSORS_PER_SOURCE + 1
+        );
         let url = format!("{base}{}", ROUTES[route].replace("{id}", &sensor));
         let started = Instant::now();
         let answer = agent
@@ -219,7 +226,8 @@ fn run_client(client: usize, base: &str, deadline: Instant, stop: &AtomicBool) -
         let s = &mut stats[route];
         match answer {
             Ok(body) => {
-                s.latencies_us.push(elapsed.as_micros().min(u64::MAX as u128) as u64);
+                s.latencies_us
+                    .push(elapsed.as_micros().min(u64::MAX as u128) as u64);
                 s.bytes += body.len() as u64;
             }
             Err(_) => s.errors += 1,
@@ -467,9 +475,9 @@ raise_secs = 10
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = daemon.status()
-                && status["sources"].as_array().is_some_and(|s| {
-                    s.len() == SOURCES && s.iter().all(|s| s["state"] == "up")
-                })
+                && status["sources"]
+                    .as_array()
+                    .is_some_and(|s| s.len() == SOURCES && s.iter().all(|s| s["state"] == "up"))
                 && status["pipeline"]["counters"]["readings"].as_u64() > Some(0)
             {
                 return daemon;
@@ -487,7 +495,11 @@ raise_secs = 10
     }
 
     fn get(&self, path: &str) -> Option<String> {
-        let mut response = self.agent.get(&format!("{}{path}", self.base)).call().ok()?;
+        let mut response = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .ok()?;
         response.body_mut().read_to_string().ok()
     }
 

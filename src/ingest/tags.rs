@@ -2,17 +2,16 @@
 //! topic by `topic_template`. They are announced to the pipeline the first time a sensor is
 //! seen in a run (not with every reading), stored, and forwarded with the sensor's rollups.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::model::{Reading, Tags};
+use crate::model::{FastMap, Reading, Tags};
 
 /// Remembers which sensors were announced, so a message costs one map lookup.
 #[derive(Debug, Default)]
 pub struct TagAnnouncer {
     static_tags: Tags,
     captures: bool,
-    known: HashMap<Arc<str>, ()>,
+    known: FastMap<Arc<str>, ()>,
 }
 
 impl TagAnnouncer {
@@ -21,7 +20,7 @@ impl TagAnnouncer {
         TagAnnouncer {
             static_tags: static_tags.clone(),
             captures,
-            known: HashMap::new(),
+            known: FastMap::default(),
         }
     }
 

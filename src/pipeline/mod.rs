@@ -14,7 +14,6 @@ mod rolling;
 pub mod task;
 mod window;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use detect::{Detector, RuleSet};
@@ -23,7 +22,7 @@ pub use window::{Placement, Windows};
 
 use crate::live::{FieldState, LiveSnapshot, PipelineCounters, SensorState};
 use crate::model::{
-    AnomalyEvent, Batch, NS_PER_SEC, Quality, Reading, Rollup, SeriesKey, Stats, TimeNs,
+    AnomalyEvent, Batch, FastMap, NS_PER_SEC, Quality, Reading, Rollup, SeriesKey, Stats, TimeNs,
 };
 use crate::store::WriteBatch;
 
@@ -67,7 +66,7 @@ struct Series {
 pub struct Pipeline {
     settings: Settings,
     rules: RuleSet,
-    index: HashMap<SeriesKey, usize>,
+    index: FastMap<SeriesKey, usize>,
     series: Vec<Series>,
     windows: Windows,
     /// Events of the previous run that were still active, waiting for their series to appear.
@@ -77,7 +76,7 @@ pub struct Pipeline {
     out: WriteBatch,
     closed: Vec<(usize, TimeNs, Stats)>,
     /// The newest tags announced per sensor.
-    tags: HashMap<Arc<str>, Arc<crate::model::Tags>>,
+    tags: FastMap<Arc<str>, Arc<crate::model::Tags>>,
 }
 
 impl Pipeline {
@@ -106,19 +105,24 @@ impl Pipeline {
             windows: Windows::new(settings.window_ns, settings.lateness_ns),
             settings,
             rules,
-            index: HashMap::new(),
+            index: FastMap::default(),
             series: Vec::new(),
             restored: active,
             next_event_id,
             counters: PipelineCounters::default(),
             out,
             closed: Vec::new(),
-            tags: HashMap::new(),
+            tags: FastMap::default(),
         }
     }
 
     pub fn counters(&self) -> &PipelineCounters {
         &self.counters
+    }
+
+    /// Records and commit marks accumulated since the last [`Pipeline::take_output`].
+    pub fn pending_records(&self) -> usize {
+        self.out.len() + self.out.acks.len()
     }
 
     pub fn watermark(&self) -> Option<TimeNs> {

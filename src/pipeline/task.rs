@@ -17,9 +17,16 @@ use crate::metrics::{Metrics, ReasonLabel};
 use crate::model::{Batch, now_ns};
 use crate::store::{Store, WriteBatch};
 
-/// At most this many queued batches are processed before the output goes to the store, so
-/// that output stays bounded and the writer sees data promptly under load.
+/// At most this many queued batches are processed before the output is considered for the
+/// store, so that a full input queue cannot delay the output without bound.
 const MAX_BATCHES_PER_ROUND: usize = 64;
+/// Output waits at most this long for more readings before it goes to the store writer. The
+/// writer commits every `store.commit_interval_ms` (200 ms by default) anyway; sending each
+/// source batch (about ten MQTT messages under load) on its own made the pipeline build a
+/// window checkpoint per reading and the writer coalesce thousands of tiny outputs.
+const OUTPUT_DELAY: Duration = Duration::from_millis(10);
+/// Output this large goes to the writer at once (bounded memory, prompt commits under load).
+const OUTPUT_MAX_RECORDS: usize = 16_384;
 
 pub struct PipelineTask {
     pub pipeline: Pipeline,
@@ -58,6 +65,8 @@ impl PipelineTask {
         let mut published = PipelineCounters::default();
         let mut tick = tokio::time::interval(snapshot_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the output held back since the last send is due (None: nothing held back).
+        let mut due: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 batch = input.recv() => {
@@ -71,6 +80,17 @@ impl PipelineTask {
                         }
                     }
                     metrics.pipeline_queue_batches.set(input.len() as i64);
+                    if pipeline.pending_records() >= OUTPUT_MAX_RECORDS {
+                        due = None;
+                        if !send(&output, &mut pipeline).await {
+                            break;
+                        }
+                    } else if due.is_none() {
+                        due = Some(tokio::time::Instant::now() + OUTPUT_DELAY);
+                    }
+                }
+                () = sleep_until(due), if due.is_some() => {
+                    due = None;
                     if !send(&output, &mut pipeline).await {
                         break;
                     }
@@ -78,6 +98,7 @@ impl PipelineTask {
                 _ = tick.tick() => {
                     let now = now_ns();
                     pipeline.tick(now);
+                    due = None;
                     if !send(&output, &mut pipeline).await {
                         break;
                     }
@@ -96,6 +117,13 @@ impl PipelineTask {
             rollups = pipeline.counters().rollups,
             "pipeline flushed its open windows"
         );
+    }
+}
+
+/// Sleeps until `due`; never called without one (the `select!` arm is disabled then).
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due).await;
     }
 }
 

@@ -13,7 +13,6 @@
 //!   all of it into `raw`, so a reading is always in exactly one of the two tables, or in both
 //!   with the `raw_recent` copy being the newer write.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::ops::Bound;
 use std::sync::{Arc, PoisonError};
@@ -25,7 +24,7 @@ use super::tables::{
     RAW_RECENT, ROLLUPS, RawValue, SERIES, SERIES_BY_ID, SeriesTime, TimeSeries,
 };
 use super::{CommitReport, Inner, OutboxEntry, SeriesCache, SeriesInfo, StoreError, WriteBatch};
-use crate::model::{SeriesKey, Stats, TimeNs};
+use crate::model::{FastMap, SeriesKey, Stats, TimeNs};
 
 pub(super) fn write(inner: &Inner, batch: &WriteBatch) -> Result<CommitReport, StoreError> {
     let mut report = CommitReport::default();
@@ -90,7 +89,7 @@ fn write_raw(
     let pending = recent.len()?;
     drop(recent);
     if pending >= fold_records {
-        fold_recent(txn)?;
+        fold_recent(txn, fold_chunk(fold_records))?;
     }
     Ok(rows.len() as u64)
 }
@@ -98,32 +97,85 @@ fn write_raw(
 /// Moves every reading of `raw_recent` into `raw` (a newer reading replaces a stored one with
 /// the same key) and empties `raw_recent` by deleting the table, which frees its pages
 /// wholesale instead of rewriting them entry by entry.
-pub(super) fn fold_recent(txn: &WriteTransaction) -> Result<u64, StoreError> {
-    let mut rows = Vec::new();
-    {
-        let recent = txn.open_table(RAW_RECENT)?;
-        rows.reserve(usize::try_from(recent.len()?).unwrap_or(0));
+///
+/// Memory stays bounded by `chunk` rows (except for one series holding more by itself): the
+/// series are cut into ranges of ids that hold at most `chunk` readings together, counted in a
+/// first pass, and each range is read, sorted and appended in its own pass. Scanning the table
+/// again per range costs less than the alternative, folding more often: what a fold costs is
+/// mostly one B-tree splice per series, so the more readings each series brings per fold, the
+/// cheaper each reading.
+pub(super) fn fold_recent(txn: &WriteTransaction, chunk: usize) -> Result<u64, StoreError> {
+    let chunk = chunk.max(1);
+    let recent = txn.open_table(RAW_RECENT)?;
+    let mut counts: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+    for item in recent.iter()? {
+        let (key, _) = item?;
+        *counts.entry(key.value().series).or_default() += 1;
+    }
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    let mut held = 0;
+    for (&id, &n) in &counts {
+        match ranges.last_mut() {
+            Some(range) if held + n <= chunk => {
+                range.1 = id;
+                held += n;
+            }
+            _ => {
+                ranges.push((id, id));
+                held = n;
+            }
+        }
+    }
+    let mut raw = txn.open_table(RAW)?;
+    let mut rows = Vec::with_capacity(chunk.min(counts.values().sum()));
+    let mut late = Vec::new();
+    let mut moved = 0;
+    for (first, last) in ranges {
         for item in recent.iter()? {
             let (key, value) = item?;
             let key = key.value();
-            rows.push((SeriesTime::new(key.series, key.time), value.value()));
+            if (first..=last).contains(&key.series) {
+                rows.push((SeriesTime::new(key.series, key.time), value.value()));
+                // One series over the limit: its rows come in time order, so they can go
+                // in pieces.
+                if rows.len() >= chunk && first == last {
+                    moved += append_series_runs(&mut raw, &mut rows, &mut late)?;
+                }
+            }
         }
+        moved += append_series_runs(&mut raw, &mut rows, &mut late)?;
     }
-    rows.sort_unstable_by_key(|(key, _)| *key);
-    {
-        let mut raw = txn.open_table(RAW)?;
-        let mut late = Vec::new();
-        for run in rows.chunk_by(|a, b| a.0.series == b.0.series) {
-            let end_of_series = SeriesTime::new(run[0].0.series, TimeNs::MAX);
-            append_run(&mut raw, Bound::Included(end_of_series), run, &mut late)?;
-        }
-        for (key, value) in &late {
-            raw.insert(key, value)?;
-        }
+    for (key, value) in &late {
+        raw.insert(key, value)?;
     }
+    drop((recent, raw));
     txn.delete_table(RAW_RECENT)?;
     txn.open_table(RAW_RECENT)?;
-    Ok(rows.len() as u64)
+    Ok(moved)
+}
+
+/// Sorts `rows` by (series, time), appends each series' run at the end of that series in
+/// `raw`, and empties `rows`. Returns how many rows there were.
+fn append_series_runs(
+    raw: &mut Table<'_, SeriesTime, RawValue>,
+    rows: &mut Vec<(SeriesTime, RawValue)>,
+    late: &mut Vec<(SeriesTime, RawValue)>,
+) -> Result<u64, StoreError> {
+    rows.sort_unstable_by_key(|(key, _)| *key);
+    for run in rows.chunk_by(|a, b| a.0.series == b.0.series) {
+        let end_of_series = SeriesTime::new(run[0].0.series, TimeNs::MAX);
+        append_run(raw, Bound::Included(end_of_series), run, late)?;
+    }
+    let n = rows.len() as u64;
+    rows.clear();
+    Ok(n)
+}
+
+/// Rows a fold holds in memory at once: a quarter of what triggers it.
+fn fold_chunk(fold_records: u64) -> usize {
+    usize::try_from(fold_records / 4)
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 /// Keeps, of each run of equal keys in sorted rows, the last row.
@@ -185,7 +237,7 @@ fn write_rollups(
     let mut table = txn.open_table(ROLLUPS)?;
     let mut tags = super::sensor_tags::Lookup::new(txn)?;
     let mut order = Vec::new();
-    let mut pending: HashMap<SeriesTime, PendingRollup> = HashMap::new();
+    let mut pending: FastMap<SeriesTime, PendingRollup> = FastMap::default();
     for rollup in &batch.rollups {
         let info = series.resolve(&rollup.series)?;
         let key = SeriesTime::new(info.id, rollup.start);
@@ -290,9 +342,11 @@ pub(super) struct Resolver<'txn, 'c> {
     by_id: Table<'txn, u32, (&'static str, &'static str, &'static str)>,
     /// Series this transaction registered or changed (and series committed by another
     /// transaction after the cache was last updated); merged into the cache after commit.
-    added: HashMap<SeriesKey, SeriesInfo>,
+    added: FastMap<SeriesKey, SeriesInfo>,
     /// The id the next new series gets; read from the table on first need.
     next_id: Option<u32>,
+    /// The source of a series resolved without one, made once rather than per reading.
+    no_source: Arc<str>,
 }
 
 impl<'txn, 'c> Resolver<'txn, 'c> {
@@ -301,8 +355,9 @@ impl<'txn, 'c> Resolver<'txn, 'c> {
             cache,
             series: txn.open_table(SERIES)?,
             by_id: txn.open_table(SERIES_BY_ID)?,
-            added: HashMap::new(),
+            added: FastMap::default(),
             next_id: None,
+            no_source: Arc::from(""),
         })
     }
 
@@ -326,7 +381,11 @@ impl<'txn, 'c> Resolver<'txn, 'c> {
 
     /// The id and source of a series, registering it with source "" if it is unknown.
     pub(super) fn resolve(&mut self, key: &SeriesKey) -> Result<SeriesInfo, StoreError> {
-        self.resolve_with(key, &Arc::from(""))
+        if let Some(info) = self.added.get(key).or_else(|| self.cache.by_key.get(key)) {
+            return Ok(info.clone());
+        }
+        let no_source = self.no_source.clone();
+        self.resolve_with(key, &no_source)
     }
 
     /// Looks in this transaction's own changes first: they are newer than the cache.

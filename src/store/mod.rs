@@ -4,14 +4,14 @@
 //! their own read transactions and never block the writer. Nothing here is async: callers run
 //! it on `spawn_blocking` (see `writer`).
 //!
-//! Code map: `mod.rs` (this file) is the API, opening and the reads; `tables.rs` the layout
-//! and record codecs; `commit.rs` the write transaction; `retention.rs` age and byte-budget
-//! removal; `writer.rs` the async task that batches, commits and retries; `event_acks.rs`
-//! operators' acknowledgements of events, the one thing the web writes (an annotation in its
-//! own table, never data).
+//! Code map: `mod.rs` (this file) is the API, opening and the reads (raw readings in
+//! `raw.rs`); `tables.rs` the layout and record codecs; `commit.rs` the write transaction;
+//! `retention.rs` age and byte-budget removal; `writer.rs` the async task that batches,
+//! commits and retries; `event_acks.rs` operators' acknowledgements of events, the one
+//! thing the web writes (an annotation in its own table, never data).
 //!
 //! Raw readings first land in `raw_recent`, ordered by time, and are folded into `raw`,
-//! ordered by series, every `FOLD_RECORDS` (250,000) readings: appending by time touches few
+//! ordered by series, every `FOLD_RECORDS` (1,000,000) readings: appending by time touches few
 //! pages per commit whatever the number of series (see `tables::RAW_RECENT` for the numbers).
 //! Reads and retention treat the two tables as one.
 //!
@@ -29,6 +29,7 @@ mod commit;
 mod dedup;
 mod event_acks;
 mod open_windows;
+mod raw;
 mod retention;
 mod sensor_tags;
 mod sinks;
@@ -37,7 +38,6 @@ mod tables;
 mod tests;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -51,17 +51,17 @@ pub use writer::run_writer;
 use tables::{
     CURSORS, EVENTS, META, META_NEXT_EVENT_ID, META_NEXT_OUTBOX_SEQ, META_SCHEMA_VERSION, OUTBOX,
     OUTBOX_BY_TIME, RAW, RAW_RECENT, ROLLUPS, SCHEMA_VERSION, SERIES, SERIES_BY_ID, SeriesTime,
-    TimeSeries,
 };
 
-/// `raw_recent` is folded into `raw` once it holds this many readings. Larger folds write
-/// fewer bytes per reading (each series' last page is rewritten once per fold) but make the
-/// folding commit longer and the reads that scan `raw_recent` slower; at 250,000 a fold takes
-/// a few hundred milliseconds and holds about 8 MB in memory.
-const FOLD_RECORDS: u64 = 250_000;
+/// `raw_recent` is folded into `raw` once it holds this many readings. Larger folds cost less
+/// per reading (each series' end of `raw` is spliced once per fold: at 250,000 folding was a
+/// fifth of the daemon's CPU at full MQTT speed with 3,000 series, at 1,000,000 under a tenth)
+/// but make the folding commit longer and the reads that scan `raw_recent` slower. A fold
+/// holds at most a quarter of this in memory (about 8 MB), whatever the number.
+const FOLD_RECORDS: u64 = 1_000_000;
 
 use crate::config::StoreConfig;
-use crate::model::{AnomalyEvent, Quality, Reading, Rollup, SeriesKey, Stats, TimeNs};
+use crate::model::{AnomalyEvent, FastMap, Reading, Rollup, SeriesKey, Stats, TimeNs};
 
 /// Everything one commit writes. A rollup and the outbox entry that forwards it are written
 /// in the same transaction.
@@ -171,14 +171,35 @@ pub enum OutboxEntry {
     Event(AnomalyEvent),
 }
 
-/// Which events to list.
+/// Which events to list. Every condition that is set must hold.
 #[derive(Clone, Debug, Default)]
 pub struct EventFilter {
     /// `Some(true)`: only active; `Some(false)`: only cleared.
     pub active: Option<bool>,
     pub sensor: Option<String>,
+    /// Only this rule (`AnomalyEvent::rule`, exact).
+    pub rule: Option<String>,
+    /// Only episodes still active at or after this time: cleared at or after it, or not
+    /// cleared. With `to`, the episodes that overlap `[from, to)`, which is what a
+    /// technician asking "what happened between 10:00 and 11:00" means.
+    pub from: Option<TimeNs>,
+    /// Only episodes raised before this time.
+    pub to: Option<TimeNs>,
     /// At most this many, newest first; 0 means no limit.
     pub limit: usize,
+}
+
+impl EventFilter {
+    /// Whether `event` passes every condition of the filter (the limit aside).
+    pub fn matches(&self, event: &AnomalyEvent) -> bool {
+        self.active.is_none_or(|active| event.is_active() == active)
+            && self.sensor.as_deref().is_none_or(|s| event.sensor == s)
+            && self.rule.as_deref().is_none_or(|r| event.rule == r)
+            && self.to.is_none_or(|to| event.raised_at < to)
+            && self
+                .from
+                .is_none_or(|from| event.cleared_at.is_none_or(|cleared| cleared >= from))
+    }
 }
 
 /// Sizes and depths for the status page and `/metrics`.
@@ -282,7 +303,7 @@ struct Inner {
 /// Committed series by key. Only `commit` adds to it, after its transaction committed.
 #[derive(Debug, Default)]
 struct SeriesCache {
-    by_key: HashMap<SeriesKey, SeriesInfo>,
+    by_key: FastMap<SeriesKey, SeriesInfo>,
 }
 
 #[derive(Clone, Debug)]
@@ -435,13 +456,7 @@ impl Store {
                     continue;
                 }
             };
-            if filter
-                .active
-                .is_some_and(|active| event.is_active() != active)
-            {
-                continue;
-            }
-            if filter.sensor.as_deref().is_some_and(|s| event.sensor != s) {
+            if !filter.matches(&event) {
                 continue;
             }
             out.push(event);
@@ -503,58 +518,20 @@ impl Store {
         Ok(out)
     }
 
-    /// Raw readings of one series with `from <= time < to`, oldest first, at most `limit`.
-    ///
-    /// Reads `raw` for the series and scans `raw_recent` (the readings not folded yet, all
-    /// series in time order) over the same time range; where both hold a time, the recent
-    /// reading is the newer write and wins.
-    pub fn raw(
-        &self,
-        series: &SeriesKey,
-        from: TimeNs,
-        to: TimeNs,
-        limit: usize,
-    ) -> Result<Vec<(TimeNs, f64, Quality)>, StoreError> {
-        if from >= to || limit == 0 {
-            return Ok(Vec::new());
-        }
+    /// The fields stored for one sensor, in name order (cheap: one range of `series`).
+    pub fn fields(&self, sensor: &str) -> Result<Vec<String>, StoreError> {
         let txn = self.inner.db.begin_read()?;
-        let ids = txn.open_table(SERIES)?;
-        let Some(id) = ids.get((&*series.sensor, &*series.field))? else {
-            return Ok(Vec::new());
-        };
-        let id = id.value();
-        let mut recent = Vec::new();
-        let table = txn.open_table(RAW_RECENT)?;
-        for item in table.range(TimeSeries::new(from, 0)..TimeSeries::new(to, 0))? {
-            let (key, value) = item?;
-            if key.value().series == id {
-                let value = value.value();
-                recent.push((key.value().time, value.value, value.quality));
-                if recent.len() >= limit {
-                    break;
-                }
-            }
-        }
+        let series = txn.open_table(SERIES)?;
         let mut out = Vec::new();
-        let mut recent = recent.into_iter().peekable();
-        let table = txn.open_table(RAW)?;
-        for item in table.range(SeriesTime::new(id, from)..SeriesTime::new(id, to))? {
-            let (key, value) = item?;
-            let time = key.value().time;
-            while out.len() < limit && recent.peek().is_some_and(|r| r.0 < time) {
-                out.extend(recent.next());
-            }
-            if out.len() >= limit {
+        // (sensor, "") is the smallest key of this sensor; its fields follow in order.
+        for item in series.range((sensor, "")..)? {
+            let (key, _) = item?;
+            let (s, f) = key.value();
+            if s != sensor {
                 break;
             }
-            if recent.peek().is_some_and(|r| r.0 == time) {
-                continue;
-            }
-            let value = value.value();
-            out.push((time, value.value, value.quality));
+            out.push(f.to_string());
         }
-        out.extend(recent.take(limit - out.len()));
         Ok(out)
     }
 

@@ -11,7 +11,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::commit::Resolver;
 use super::tables::{self, OPEN_WINDOWS, SERIES_BY_ID, SeriesTime};
 use super::{Store, StoreError, WriteBatch};
-use crate::model::{Rollup, SeriesKey};
+use crate::model::{FastMap, Rollup, SeriesKey};
 
 /// Upserts the batch's checkpoints, then deletes those of the windows that closed. A closed
 /// window never reopens, so applying all upserts before all deletes is right even when the
@@ -24,13 +24,18 @@ pub(super) fn write(
     if batch.open_windows.is_empty() && batch.closed_windows.is_empty() {
         return Ok(());
     }
-    let mut table = txn.open_table(OPEN_WINDOWS)?;
+    // A batch that coalesces several pipeline outputs holds a checkpoint per output for a
+    // window that kept changing: only the last one of each window is written.
+    let mut latest: FastMap<SeriesTime, &Rollup> = FastMap::default();
     for w in &batch.open_windows {
         let id = series.resolve(&w.series)?.id;
-        table.insert(
-            SeriesTime::new(id, w.start),
-            &tables::encode_rollup(&w.stats, w.length_ns)[..],
-        )?;
+        latest.insert(SeriesTime::new(id, w.start), w);
+    }
+    let mut latest: Vec<_> = latest.into_iter().collect();
+    latest.sort_unstable_by_key(|(key, _)| *key);
+    let mut table = txn.open_table(OPEN_WINDOWS)?;
+    for (key, w) in latest {
+        table.insert(key, &tables::encode_rollup(&w.stats, w.length_ns)[..])?;
     }
     for (key, start) in &batch.closed_windows {
         let id = series.resolve(key)?.id;

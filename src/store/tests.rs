@@ -10,7 +10,7 @@ use redb::ReadableDatabase;
 
 use super::tables::{META, META_SCHEMA_VERSION};
 use super::*;
-use crate::model::{NS_PER_SEC, Reading, Severity};
+use crate::model::{NS_PER_SEC, Quality, Reading, Severity};
 
 /// A moment in late 2026, far from any edge of the time range.
 pub(super) const T0: TimeNs = 1_795_000_000 * NS_PER_SEC;
@@ -473,6 +473,135 @@ fn event_filter_selects_active_cleared_and_sensor_newest_first_with_a_limit() {
         }),
         vec![5, 4]
     );
+}
+
+#[test]
+fn event_filter_selects_by_rule_and_by_episodes_overlapping_a_time_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&test_config(dir.path())).unwrap();
+    let with_rule = |mut e: AnomalyEvent, rule: &str| {
+        e.rule = rule.into();
+        e
+    };
+    store
+        .write(&WriteBatch {
+            events: vec![
+                // Over before the range.
+                event(1, "a", T0, Some(T0 + HOUR)),
+                // Cleared exactly at the range's start: still touches it.
+                with_rule(event(2, "a", T0 + HOUR, Some(T0 + 2 * HOUR)), "limit:hot"),
+                // Inside the range.
+                with_rule(
+                    event(3, "b", T0 + 2 * HOUR + 1, Some(T0 + 3 * HOUR)),
+                    "limit:hot",
+                ),
+                // Raised before the range and still active.
+                event(4, "a", T0 + HOUR / 2, None),
+                // Raised exactly at the range's end: outside (`to` is exclusive).
+                event(5, "b", T0 + 4 * HOUR, None),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let ids = |filter: EventFilter| -> Vec<u64> {
+        store
+            .events(&filter)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    let range = EventFilter {
+        from: Some(T0 + 2 * HOUR),
+        to: Some(T0 + 4 * HOUR),
+        ..EventFilter::default()
+    };
+    assert_eq!(ids(range.clone()), vec![4, 3, 2]);
+    let rule = EventFilter {
+        rule: Some("limit:hot".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(ids(rule.clone()), vec![3, 2]);
+    assert_eq!(
+        ids(EventFilter {
+            sensor: Some("a".into()),
+            ..rule
+        }),
+        vec![2]
+    );
+    assert_eq!(
+        ids(EventFilter {
+            active: Some(true),
+            ..range.clone()
+        }),
+        vec![4]
+    );
+    assert_eq!(
+        ids(EventFilter {
+            from: None,
+            ..range
+        }),
+        vec![4, 3, 2, 1]
+    );
+}
+
+#[test]
+fn raw_each_merges_both_raw_tables_and_stops_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    // Folds after every 3 readings, so the history is split over `raw` and `raw_recent`.
+    let store = Store::open_tuned(&test_config(dir.path()), 3).unwrap();
+    for chunk in [[0, 2, 4], [1, 3, 5]] {
+        let mut batch = WriteBatch::default();
+        for i in chunk {
+            batch.raw.push(reading("a", "t", T0 + i, i as f64));
+            batch.raw.push(reading("b", "t", T0 + i, -1.0));
+        }
+        store.write(&batch).unwrap();
+    }
+    // A newer write of time 2 lands in `raw_recent` and wins over the folded one.
+    let mut batch = WriteBatch::default();
+    batch.raw.push(reading("a", "t", T0 + 2, 20.0));
+    store.write(&batch).unwrap();
+
+    let key = SeriesKey::new("a", "t");
+    let mut seen = Vec::new();
+    store
+        .raw_each(&key, T0 + 1, T0 + 6, |t, v, _| {
+            seen.push((t - T0, v));
+            true
+        })
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![(1, 1.0), (2, 20.0), (3, 3.0), (4, 4.0), (5, 5.0)]
+    );
+
+    let mut seen = Vec::new();
+    store
+        .raw_each(&key, T0, T0 + 6, |t, _, _| {
+            seen.push(t - T0);
+            seen.len() < 2
+        })
+        .unwrap();
+    assert_eq!(seen, vec![0, 1]);
+    let keys = [
+        SeriesKey::new("b", "t"),
+        SeriesKey::new("nope", "t"),
+        SeriesKey::new("a", "t"),
+    ];
+    let mut seen = Vec::new();
+    store
+        .raw_each_of(&keys, T0 + 4, T0 + 6, |i, t, v, _| {
+            seen.push((i, t - T0, v));
+            true
+        })
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![(0, 4, -1.0), (0, 5, -1.0), (2, 4, 4.0), (2, 5, 5.0)]
+    );
+    assert_eq!(store.fields("a").unwrap(), vec!["t".to_string()]);
+    assert!(store.fields("nope").unwrap().is_empty());
 }
 
 #[test]

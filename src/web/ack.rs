@@ -70,7 +70,7 @@ fn token(state: &WebState) -> Option<&[u8]> {
 }
 
 /// Whether acknowledging is possible at all (a token is configured).
-pub(super) fn enabled(state: &WebState) -> bool {
+pub(crate) fn enabled(state: &WebState) -> bool {
     token(state).is_some()
 }
 
@@ -383,7 +383,15 @@ pub(super) async fn form_page(
         Esc(&back),
     );
     let title = format!("Acknowledge anomaly {id} · edgewatch {}", state.gateway_id);
-    Html(html::page(&title, None, &b)).into_response()
+    Html(html::page(
+        &title,
+        html::Nav::Other,
+        &state.gateway_id,
+        None,
+        "",
+        &b,
+    ))
+    .into_response()
 }
 
 /// `POST /events/{id}/ack`: the form's submission; 303 back on success.
@@ -431,7 +439,7 @@ fn acknowledged_text(b: &mut String, ack: &Acknowledgement) {
 }
 
 /// The acknowledgement column of the anomaly tables.
-pub(super) struct Column {
+pub(crate) struct Column {
     /// Acknowledgements of the events shown.
     pub acks: HashMap<u64, Acknowledgement>,
     /// Offer the form (a token is configured).
@@ -464,8 +472,8 @@ impl Column {
         b.push_str("<th>Acknowledged</th>");
     }
 
-    /// The cell of `e`: its acknowledgement, else a link to the form (when a token is
-    /// configured), else a dash.
+    /// The cell of `e`: its acknowledgement, else for an active event a link to the form
+    /// (when a token is configured), else a dash.
     pub fn cell(&self, b: &mut String, e: &AnomalyEvent) {
         match self.acks.get(&e.id) {
             Some(ack) => {
@@ -474,7 +482,7 @@ impl Column {
                 acknowledged_text(b, ack);
                 b.push_str("</td>");
             }
-            None if self.offer => {
+            None if self.offer && e.is_active() => {
                 let _ = write!(
                     b,
                     "<td><a class=\"ack-link\" href=\"/events/{}/ack?back={}\">Acknowledge…</a></td>",

@@ -562,8 +562,9 @@ impl<'a> EventView<'a> {
     }
 }
 
-/// `GET /api/v1/events?active=true|false&sensor=&limit=`: stored anomaly events, newest
-/// first, at most `limit` (default 1000, at most 10000).
+/// `GET /api/v1/events?active=true|false&sensor=&rule=&from=&to=&limit=`: stored anomaly
+/// events, newest first, at most `limit` (default 1000, at most 10000). `from` and `to`
+/// select the episodes that overlap `[from, to)`.
 #[utoipa::path(
     get,
     path = "/api/v1/events",
@@ -572,11 +573,14 @@ impl<'a> EventView<'a> {
     params(
         ("active" = Option<bool>, Query, description = "`true`: only active events; `false`: only cleared ones"),
         ("sensor" = Option<String>, Query, description = "Only this sensor's events"),
+        ("rule" = Option<String>, Query, description = "Only this rule's events (its name, exactly)"),
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; only episodes not cleared before it (still active then or later)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; only episodes raised before it"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "At most this many (default 1000)"),
     ),
     responses(
         (status = 200, description = "The events", body = Vec<EventView>),
-        (status = 400, description = "An unknown, repeated or malformed query parameter", body = ErrorBody),
+        (status = 400, description = "An unknown, repeated or malformed query parameter, or `from` not before `to`", body = ErrorBody),
         (status = 408, description = "The request took too long", body = ErrorBody),
         (status = 500, description = "The store could not be read", body = ErrorBody),
     )
@@ -585,7 +589,7 @@ pub async fn events(
     State(state): State<Shared>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let params = params(query, &["active", "sensor", "limit"])?;
+    let params = params(query, &["active", "sensor", "rule", "from", "to", "limit"])?;
     let active = match params.get("active").map(String::as_str) {
         None => None,
         Some("true") => Some(true),
@@ -603,9 +607,19 @@ pub async fn events(
             }
         },
     };
+    let from = time_param(&params, "from")?;
+    let to = time_param(&params, "to")?;
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(ApiError::bad_request("from: must be before to"));
+    }
     let filter = EventFilter {
         active,
         sensor: params.get("sensor").cloned(),
+        rule: params.get("rule").cloned(),
+        from,
+        to,
         limit,
     };
     let (events, acks) = state

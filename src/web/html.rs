@@ -3,7 +3,8 @@
 //!
 //! Invariant: every piece of outside text (sensor ids, field names, source names, error
 //! messages, rule names) reaches a page only through [`Esc`] or [`Attr`]; nothing here needs
-//! JavaScript or an external asset, so the page works on a tablet with no uplink.
+//! an external asset, so the page works on a tablet with no uplink. The one script is ours,
+//! embedded in the binary, and only adds live updates: without it a page reloads itself.
 
 use std::fmt::{self, Display, Write};
 
@@ -135,7 +136,9 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// Inline CSS: readable on a phone (fluid width, tables scroll sideways) and on a desktop.
+/// Inline CSS: readable on a phone (fluid width, tables and charts scroll sideways) and on a
+/// desktop. Inline rather than an asset so a page is readable even when it is the only thing
+/// that loaded.
 const CSS: &str = "\
 body{font-family:system-ui,sans-serif;margin:0 auto;padding:.5rem 1rem;max-width:72rem;\
 color:#1a1a1a;background:#fafafa;line-height:1.35}\
@@ -144,32 +147,188 @@ h1{font-size:1.4rem;margin:.4rem 0}h2{font-size:1.1rem;margin:1.2rem 0 .4rem}\
 .meta span{white-space:nowrap}h3{font-size:1rem;margin:.8rem 0 .3rem}\
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:.9rem}\
 th,td{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #ddd;white-space:nowrap}\
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}\
+td.num,th.num,td.value{text-align:right;font-variant-numeric:tabular-nums}\
 th{background:#eee}a{color:#0645ad}\
-.critical{background:#fdd}.warning{background:#fff3cd}\
+.critical{background:#fdd}.warning{background:#fff3cd}tr.cleared{background:none}\
 .sev{font-weight:bold;text-transform:uppercase;font-size:.8rem}\
 .ok{color:#176f2c}.bad{color:#b00020;font-weight:bold}.muted{color:#777}\
-.err{color:#b00020;white-space:normal}\
+.err{color:#b00020;white-space:normal}tr.stale td.age,span.stale{color:#b00020;font-weight:bold}\
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;margin:0}\
 dt{color:#555}dd{margin:0;font-variant-numeric:tabular-nums}\
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem}\
-@media(max-width:40rem){body{padding:.25rem .5rem}th,td{padding:.2rem .3rem}}";
+header.top{display:flex;flex-wrap:wrap;align-items:baseline;gap:.2rem 1rem;\
+border-bottom:1px solid #ddd;padding:.2rem 0 .4rem}\
+header.top nav a{margin-right:.8rem;text-decoration:none;font-weight:600}\
+header.top nav a[aria-current]{color:#1a1a1a;border-bottom:3px solid #0645ad}\
+#stale{position:sticky;top:0;z-index:9;background:#b00020;color:#fff;font-weight:bold;\
+padding:.5rem .8rem;margin:.4rem 0;border-radius:.3rem}#stale[hidden]{display:none}\
+body.stale main{opacity:.6}\
+form.filters{display:flex;flex-wrap:wrap;gap:.4rem .8rem;align-items:end;margin:.6rem 0}\
+form.filters label{display:flex;flex-direction:column;font-size:.85rem;color:#555}\
+form.filters input,form.filters select,form.filters button{font:inherit;padding:.2rem .3rem}\
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(22rem,1fr));gap:.5rem 1rem}\
+.chart-wrap{overflow-x:auto}.chart-wrap h4{margin:.3rem 0;font-size:.9rem;font-weight:600}\
+svg.chart{width:100%;min-width:26rem;height:auto;background:#fff;display:block}\
+svg.chart text{font-size:12px;fill:#555}svg.chart .axes line{stroke:#e4e4e4}\
+svg.chart .frame{fill:none;stroke:#bbb}svg.chart .raw{fill:none;stroke:#0645ad;stroke-width:1.5}\
+svg.chart .dot{fill:#0645ad}svg.chart .band{fill:#0645ad;fill-opacity:.2;stroke:none}\
+svg.chart .mean{fill:none;stroke:#0645ad;stroke-width:1.5}\
+svg.chart .episode{fill:#e0a800;fill-opacity:.25}svg.chart .episode.critical{fill:#b00020}\
+svg.chart .episode.active{fill-opacity:.35}\
+@media(max-width:40rem){body{padding:.25rem .5rem}th,td{padding:.2rem .3rem}\
+svg.chart{min-width:20rem}}";
 
-/// Wraps a rendered body in the page skeleton. `refresh_secs` makes the page reload itself
-/// so that a tablet left on a machine stays current without JavaScript.
-pub fn page(title: &str, refresh_secs: Option<u32>, body: &str) -> String {
-    let mut out = String::with_capacity(body.len() + 1024);
+/// Our own script for live updates (`/assets/app.js`): fetches the `<main>` of the page it
+/// runs on every few seconds and swaps it in, and shows the stale banner when that fails or
+/// the data is old. The pages work without it (they then reload themselves).
+pub const APP_JS: &str = include_str!("app.js");
+
+/// Version tag of [`APP_JS`] in its URL, so that the asset can be cached for a long time and
+/// a new build still loads its own script.
+pub const APP_JS_VERSION: u64 = fnv1a(APP_JS.as_bytes());
+
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// The pages in the navigation bar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nav {
+    Overview,
+    Devices,
+    Events,
+    /// A page that is none of them (a sensor, an error).
+    Other,
+}
+
+/// What makes a page live: when its data was rendered and whether the server already knows
+/// it is stale.
+#[derive(Clone, Debug)]
+pub struct Live {
+    /// Gateway clock when the page was rendered.
+    pub generated_at: TimeNs,
+    /// Age of the pipeline's live snapshot when the page was rendered.
+    pub snapshot_age_ns: i64,
+    /// Why the data shown is stale (shown in the banner), `None` when it is fresh.
+    pub stale: Option<String>,
+}
+
+/// Seconds between live updates (and between reloads without JavaScript).
+pub const REFRESH_SECS: u32 = 5;
+/// The script shows the stale banner when no update succeeded for this long, even before a
+/// request fails (a request that hangs is caught here).
+const CLIENT_STALE_AFTER_MS: u32 = 15_000;
+
+/// The live part of a page: `<main id="main">` with the render time and the staleness as
+/// attributes. It is also the whole answer to a partial request.
+pub fn main_element(live: &Live, content: &str) -> String {
+    let mut out = String::with_capacity(content.len() + 256);
+    let _ = write!(
+        out,
+        "<main id=\"main\" data-generated-at=\"{}\" data-snapshot-age-ms=\"{}\" data-stale=\"{}\"",
+        Esc(&crate::model::format_time(live.generated_at)),
+        live.snapshot_age_ns.max(0) / 1_000_000,
+        live.stale.is_some(),
+    );
+    if let Some(reason) = &live.stale {
+        let _ = write!(out, " data-stale-reason=\"{}\"", Esc(reason));
+    }
+    out.push('>');
+    out.push_str(content);
+    out.push_str("</main>");
+    out
+}
+
+/// A whole page: the head with the CSS, the navigation, `controls` (forms that live updates
+/// must not replace while someone types) and `main`. With `live`, the page updates itself:
+/// through the script, or by reloading every [`REFRESH_SECS`] without JavaScript; the stale
+/// banner is rendered visible when the server already knows the data is stale.
+pub fn page(
+    title: &str,
+    nav: Nav,
+    gateway_id: &str,
+    live: Option<&Live>,
+    controls: &str,
+    content: &str,
+) -> String {
+    let mut out = String::with_capacity(content.len() + CSS.len() + 2048);
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
-    if let Some(secs) = refresh_secs {
-        let _ = write!(out, "<meta http-equiv=\"refresh\" content=\"{secs}\">");
+    if live.is_some() {
+        let _ = write!(
+            out,
+            "<noscript><meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\"></noscript>"
+        );
     }
     let _ = write!(
         out,
-        "<title>{}</title><style>{CSS}</style></head><body>",
+        "<title>{}</title><style>{CSS}</style></head>",
         Esc(title)
     );
-    out.push_str(body);
+    let stale = live.and_then(|l| l.stale.as_deref());
+    match live {
+        Some(_) => {
+            let _ = write!(
+                out,
+                "<body class=\"{}\" data-refresh-ms=\"{}\" data-stale-after-ms=\"{CLIENT_STALE_AFTER_MS}\">",
+                if stale.is_some() {
+                    "live stale"
+                } else {
+                    "live"
+                },
+                REFRESH_SECS * 1_000,
+            );
+        }
+        None => out.push_str("<body>"),
+    }
+    out.push_str("<header class=\"top\"><nav>");
+    for (item, href, name) in [
+        (Nav::Overview, "/", "Overview"),
+        (Nav::Devices, "/devices", "Devices"),
+        (Nav::Events, "/events", "Events"),
+    ] {
+        let current = if item == nav {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
+        let _ = write!(out, "<a href=\"{href}\"{current}>{name}</a>");
+    }
+    out.push_str("</nav>");
+    if !gateway_id.is_empty() {
+        let _ = write!(
+            out,
+            "<span class=\"muted\">gateway {}</span>",
+            Esc(gateway_id)
+        );
+    }
+    out.push_str("</header>");
+    if let Some(live) = live {
+        let _ = write!(
+            out,
+            "<div id=\"stale\" role=\"alert\"{}>{}</div>",
+            if stale.is_some() { "" } else { " hidden" },
+            Esc(&format!("Data is stale — {}", stale.unwrap_or("no update"))),
+        );
+        out.push_str(controls);
+        out.push_str(&main_element(live, content));
+        let _ = write!(
+            out,
+            "<script src=\"/assets/app.js?v={APP_JS_VERSION:016x}\" defer></script>"
+        );
+    } else {
+        out.push_str(controls);
+        out.push_str("<main id=\"main\">");
+        out.push_str(content);
+        out.push_str("</main>");
+    }
     out.push_str("</body></html>\n");
     out
 }
@@ -235,9 +394,42 @@ mod tests {
     }
 
     #[test]
-    fn pages_refresh_themselves_only_when_asked() {
-        assert!(page("t", Some(5), "").contains("http-equiv=\"refresh\" content=\"5\""));
-        assert!(!page("t", None, "").contains("refresh"));
-        assert!(page("<x>", None, "").contains("<title>&lt;x&gt;</title>"));
+    fn live_pages_reload_without_javascript_and_load_the_script() {
+        let live = Live {
+            generated_at: 1_500_000_000,
+            snapshot_age_ns: 2_500_000_000,
+            stale: None,
+        };
+        let p = page("t", Nav::Devices, "gw", Some(&live), "", "<p>x</p>");
+        assert!(p.contains("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"));
+        assert!(p.contains(&format!("/assets/app.js?v={APP_JS_VERSION:016x}")));
+        assert!(p.contains("<a href=\"/devices\" aria-current=\"page\">Devices</a>"));
+        assert!(p.contains("<div id=\"stale\" role=\"alert\" hidden>"));
+        assert!(p.contains(
+            "<main id=\"main\" data-generated-at=\"1970-01-01T00:00:01.5Z\" \
+             data-snapshot-age-ms=\"2500\" data-stale=\"false\"><p>x</p></main>"
+        ));
+        assert!(p.contains("<body class=\"live\""));
+
+        let still = page("<x>", Nav::Other, "gw", None, "", "");
+        assert!(!still.contains("refresh") && !still.contains("app.js"));
+        assert!(still.contains("<title>&lt;x&gt;</title>"));
+    }
+
+    #[test]
+    fn a_page_the_server_knows_is_stale_shows_the_banner_without_javascript() {
+        let live = Live {
+            generated_at: 0,
+            snapshot_age_ns: 0,
+            stale: Some("the <pipeline> stopped".into()),
+        };
+        let p = page("t", Nav::Overview, "gw", Some(&live), "", "");
+        assert!(p.contains(
+            "<div id=\"stale\" role=\"alert\">Data is stale — the &lt;pipeline&gt; stopped</div>"
+        ));
+        assert!(p.contains("<body class=\"live stale\""));
+        assert!(
+            p.contains("data-stale=\"true\" data-stale-reason=\"the &lt;pipeline&gt; stopped\"")
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! The web: the technicians' status page, the JSON API under `/api/v1`, `/healthz` and
-//! Prometheus `/metrics` (paths and JSON field names are an interface, see DESIGN.md).
+//! The web: the technicians' pages (`page/`: overview, sensors with SVG charts, devices,
+//! events; live updates through our own `/assets/app.js`), the JSON API under `/api/v1`,
+//! `/healthz` and Prometheus `/metrics` (paths and JSON field names are an interface, see
+//! DESIGN.md).
 //!
 //! Invariants:
 //! - **The web never writes data.** It reads the live snapshot (a `watch` channel the pipeline
@@ -27,6 +29,7 @@
 
 mod ack;
 mod api;
+mod chart;
 mod html;
 pub mod ingest;
 mod page;
@@ -205,6 +208,9 @@ pub fn router(state: WebState) -> Router {
         .layer(Extension(OpenApiJson(doc.into())))
         .route("/", get(page::status))
         .route("/sensors/{id}", get(page::sensor))
+        .route("/devices", get(page::devices))
+        .route("/events", get(page::events))
+        .route("/assets/app.js", get(page::app_js))
         .route("/events/{id}/ack", get(ack::form_page).post(ack::form_post))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

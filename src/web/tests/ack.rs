@@ -5,7 +5,7 @@
 use reqwest::redirect::Policy;
 use serde_json::{Value, json};
 
-use super::{Harness, MINUTE, event, snapshot, t0};
+use super::{Harness, MINUTE, event, snapshot, sources, t0};
 use crate::config::{Secret, WebConfig};
 use crate::store::WriteBatch;
 
@@ -71,7 +71,7 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test]
 async fn acknowledging_needs_the_token_and_then_shows_on_the_pages_and_in_the_api() {
-    let h = Harness::start_with(snapshot(), with_token()).await;
+    let h = Harness::start_configured(snapshot(), sources(), with_token()).await;
     // Event 7 is active in the live view; it is stored too, as the writer would have done.
     h.write(WriteBatch {
         events: vec![event(7, "p-101", "vibration", t0(), false)],
@@ -139,7 +139,7 @@ async fn without_a_configured_token_the_web_is_read_only() {
 
 #[tokio::test]
 async fn the_form_redirects_back_with_303_and_refuses_a_wrong_token_with_401() {
-    let h = Harness::start_with(snapshot(), with_token()).await;
+    let h = Harness::start_configured(snapshot(), sources(), with_token()).await;
     let (status, form) = h.text("/events/7/ack?back=/sensors/p-101").await;
     assert_eq!(status, 200);
     assert!(form.contains("id=\"ack-form\"") && form.contains("type=\"password\""));
@@ -183,7 +183,7 @@ async fn the_form_redirects_back_with_303_and_refuses_a_wrong_token_with_401() {
 
 #[tokio::test]
 async fn unknown_events_are_404_cleared_ones_may_be_acknowledged_and_notes_are_bounded() {
-    let h = Harness::start_with(snapshot(), with_token()).await;
+    let h = Harness::start_configured(snapshot(), sources(), with_token()).await;
     h.write(WriteBatch {
         events: vec![event(3, "p-102", "pressure", t0() - MINUTE, true)],
         ..WriteBatch::default()
@@ -222,7 +222,7 @@ async fn unknown_events_are_404_cleared_ones_may_be_acknowledged_and_notes_are_b
 
 #[tokio::test]
 async fn the_token_never_appears_in_a_page_or_an_api_answer() {
-    let h = Harness::start_with(snapshot(), with_token()).await;
+    let h = Harness::start_configured(snapshot(), sources(), with_token()).await;
     let bearer = format!("Bearer {TOKEN}");
     let (status, _, _) = h.ack("7", Some(&bearer), json!({"note": "ok"})).await;
     assert_eq!(status, 200);

@@ -2,9 +2,11 @@
 //! temporary directory and a hand-made live snapshot, and talks to it over HTTP.
 
 mod ack;
+mod events;
 mod hardening;
 mod ingest;
 mod openapi;
+mod pages;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +47,8 @@ struct Harness {
     base: String,
     client: reqwest::Client,
     store: Store,
+    /// Publishes a new live snapshot, as the pipeline does.
+    live: watch::Sender<Arc<LiveSnapshot>>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
@@ -52,42 +56,26 @@ struct Harness {
 
 impl Harness {
     async fn start(snapshot: LiveSnapshot) -> Harness {
-        Harness::start_with(snapshot, WebConfig::default()).await
+        Self::start_with(snapshot, sources()).await
     }
 
-    /// [`Harness::start`] with the given `[web]` settings.
-    async fn start_with(snapshot: LiveSnapshot, config: WebConfig) -> Harness {
+    async fn start_with(snapshot: LiveSnapshot, sources: SourceRegistry) -> Harness {
+        Self::start_configured(snapshot, sources, WebConfig::default()).await
+    }
+
+    /// [`Harness::start_with`] with the given `[web]` settings.
+    async fn start_configured(
+        snapshot: LiveSnapshot,
+        sources: SourceRegistry,
+        config: WebConfig,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreConfig {
             path: dir.path().join("edgewatch.redb"),
             ..StoreConfig::default()
         })
         .unwrap();
-        let sources = SourceRegistry::default();
-        sources.register("plant-broker", "mqtt").update(|s| {
-            s.state = "up".into();
-            s.readings = 1234;
-            s.last_success = Some(now_ns());
-            s.messages = 617;
-            s.messages_per_sec = 12.5;
-            s.bad_payloads.insert(
-                "invalid_json".into(),
-                BadPayloadStat {
-                    count: 3,
-                    last_example: "plant/p1: invalid JSON near <img src=x onerror=alert(1)>".into(),
-                    last_time: now_ns(),
-                },
-            );
-            s.set_detail("broker", "127.0.0.1:1883 (tls)");
-            s.set_detail("subscriptions", "plant/+/sensors/# qos1");
-            s.set_detail("unacked", "5");
-        });
-        sources.register("press-1", "modbus_tcp").update(|s| {
-            s.state = "down".into();
-            s.errors = 7;
-            s.last_error = Some("connection refused <10.0.0.5:502>".into());
-        });
-        let (_live_tx, live) = watch::channel(Arc::new(snapshot));
+        let (live_tx, live) = watch::channel(Arc::new(snapshot));
         let state = WebState {
             gateway_id: "gw-test".into(),
             version: "9.9.9",
@@ -109,6 +97,7 @@ impl Harness {
             base,
             client: client(),
             store,
+            live: live_tx,
             shutdown,
             server,
             _dir: dir,
@@ -138,6 +127,35 @@ impl Harness {
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
+}
+
+/// The harness's sources: an MQTT source that is up and a Modbus source that is down.
+fn sources() -> SourceRegistry {
+    let sources = SourceRegistry::default();
+    sources.register("plant-broker", "mqtt").update(|s| {
+        s.state = "up".into();
+        s.readings = 1234;
+        s.last_success = Some(now_ns());
+        s.messages = 617;
+        s.messages_per_sec = 12.5;
+        s.bad_payloads.insert(
+            "invalid_json".into(),
+            BadPayloadStat {
+                count: 3,
+                last_example: "plant/p1: invalid JSON near <img src=x onerror=alert(1)>".into(),
+                last_time: now_ns(),
+            },
+        );
+        s.set_detail("broker", "127.0.0.1:1883 (tls)");
+        s.set_detail("subscriptions", "plant/+/sensors/# qos1");
+        s.set_detail("unacked", "5");
+    });
+    sources.register("press-1", "modbus_tcp").update(|s| {
+        s.state = "down".into();
+        s.errors = 7;
+        s.last_error = Some("connection refused <10.0.0.5:502>".into());
+    });
+    sources
 }
 
 fn field(value: f64, time: TimeNs, rolling_avg: Option<f64>) -> FieldState {

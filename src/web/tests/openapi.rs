@@ -189,6 +189,17 @@ async fn every_documented_operation_has_responses_and_errors_use_the_error_schem
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, BTreeSet::from(["id", "field", "from", "to"]));
+    let events = &doc["paths"]["/api/v1/events"]["get"]["parameters"];
+    let names: BTreeSet<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["active", "sensor", "rule", "from", "to", "limit"])
+    );
     // Times are RFC 3339 strings.
     let raised_at = &doc["components"]["schemas"]["EventView"]["properties"]["raised_at"];
     assert_eq!(raised_at["format"], "date-time");
