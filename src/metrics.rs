@@ -224,6 +224,13 @@ pub struct Metrics {
     pub store_stored_bytes: Gauge,
     pub outbox_entries: Gauge,
     pub store_errors: Counter,
+    /// Connections the web accepted.
+    pub web_connections: Counter,
+    /// Connections the web holds open now (at most `web.max_connections`).
+    pub web_connections_open: Gauge,
+    /// Times the web's accept loop found every connection slot taken and waited for one
+    /// (further clients waited in the kernel's accept queue meanwhile).
+    pub web_connection_limit_waits: Counter,
     /// Points each sink delivered (acknowledged by InfluxDB).
     pub sink_points_sent: Family<SinkLabel>,
     /// Points each sink's InfluxDB refused for good (kept as dead letters).
@@ -370,6 +377,18 @@ impl Metrics {
             store_stored_bytes: gauge("store_stored_bytes", "Bytes of live data in the store"),
             outbox_entries: gauge("outbox_entries", "Entries in the outbox"),
             store_errors: counter("store_errors_total", "Failed store operations"),
+            web_connections: counter(
+                "web_connections_total",
+                "Connections accepted by the web server",
+            ),
+            web_connections_open: gauge(
+                "web_connections_open",
+                "Connections the web server holds open",
+            ),
+            web_connection_limit_waits: counter(
+                "web_connection_limit_waits_total",
+                "Times every web connection slot was taken and the accept loop waited for one",
+            ),
             sink_points_sent: Family::new(
                 "sink_points_sent_total",
                 "Points delivered to each sink",
@@ -438,6 +457,9 @@ impl Metrics {
         register(Box::new(m.store_stored_bytes.clone()));
         register(Box::new(m.outbox_entries.clone()));
         register(Box::new(m.store_errors.clone()));
+        register(Box::new(m.web_connections.clone()));
+        register(Box::new(m.web_connections_open.clone()));
+        register(Box::new(m.web_connection_limit_waits.clone()));
         register(Box::new(m.sink_points_sent.vec.clone()));
         register(Box::new(m.sink_dead_letters.vec.clone()));
         register(Box::new(m.sink_dropped_points.vec.clone()));

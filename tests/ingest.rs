@@ -449,6 +449,7 @@ async fn the_daemon_serves_an_openapi_document_whose_operations_it_answers() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 6);
+    // status, sensors, rollups, events, the events' acknowledgement, openapi.json, ingest.
+    assert_eq!(operations, 7);
     stop(running, shutdown).await;
 }

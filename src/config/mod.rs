@@ -129,6 +129,25 @@ pub struct WebConfig {
     /// At most this many requests are served at once; more wait (the web only reads, so
     /// readers never slow acquisition).
     pub max_concurrent_requests: usize,
+    /// At most this many connections are open at once. Further clients wait in the kernel's
+    /// accept queue until one closes (counted in `edgewatch_web_connections_waited_total`):
+    /// a crowd of clients costs a bounded number of tasks and buffers.
+    pub max_connections: usize,
+    /// A client must send a request's complete headers within this many seconds of opening
+    /// the connection or of the previous answer; otherwise the connection is closed. This is
+    /// also the longest a kept-alive connection may sit idle.
+    pub header_read_timeout_secs: u64,
+    /// Largest request body of every route but `POST /api/v1/ingest` (which has the `http`
+    /// source's own `max_body_bytes`); a larger one is answered 413.
+    pub max_body_bytes: usize,
+    /// The operator token: acknowledging an anomaly needs it (`Authorization: Bearer` on the
+    /// API, a password field on the pages). Without a token the web is read-only. Inline;
+    /// prefer `operator_token_file` or `operator_token_env`. Never shown anywhere.
+    pub operator_token: Option<Secret>,
+    /// Read the operator token from this file (trailing newline removed).
+    pub operator_token_file: Option<PathBuf>,
+    /// Read the operator token from this environment variable.
+    pub operator_token_env: Option<String>,
 }
 
 impl Default for WebConfig {
@@ -137,6 +156,12 @@ impl Default for WebConfig {
             listen: "127.0.0.1:8080".into(),
             request_timeout_secs: 10,
             max_concurrent_requests: 64,
+            max_connections: 256,
+            header_read_timeout_secs: 10,
+            max_body_bytes: 64 * 1024,
+            operator_token: None,
+            operator_token_file: None,
+            operator_token_env: None,
         }
     }
 }
@@ -145,6 +170,32 @@ impl WebConfig {
     /// The parsed listen address; validation guarantees it parses.
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen.parse().expect("validated listen address")
+    }
+
+    /// The operator token from the config, a file or the environment; `None` when none is
+    /// configured (the web is then read-only). Validation guarantees that a configured one
+    /// resolves to a non-empty token of visible ASCII.
+    pub fn operator_token(&self) -> Result<Option<Secret>, String> {
+        let inline = self.operator_token.as_ref().map(|s| s.0.clone());
+        let token = resolve_secret(
+            &inline,
+            &self.operator_token_file,
+            &self.operator_token_env,
+            "operator token",
+        )?;
+        Ok((!token.0.is_empty()).then_some(token))
+    }
+
+    /// How many of `operator_token`, `operator_token_file`, `operator_token_env` are given.
+    pub(crate) fn operator_token_sources(&self) -> usize {
+        [
+            self.operator_token.is_some(),
+            self.operator_token_file.is_some(),
+            self.operator_token_env.is_some(),
+        ]
+        .iter()
+        .filter(|given| **given)
+        .count()
     }
 }
 

@@ -154,7 +154,8 @@ pub enum Forwarded {
 
 /// A secret given inline, read from a file (systemd credentials, Docker/K8s secrets) or from
 /// an environment variable. Never shown on a page, in the API or in the log.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {

@@ -230,3 +230,69 @@ kind = "limit"
         );
     }
 }
+
+#[test]
+fn the_operator_token_is_read_from_one_place_and_must_be_a_usable_bearer_token() {
+    let web = |keys: &str| format!("{MINIMAL}\n[web]\n{keys}\n");
+    let c = load_str(&web("operator_token = \"op-123\"")).unwrap();
+    assert_eq!(
+        c.web.operator_token().unwrap(),
+        Some(Secret("op-123".into()))
+    );
+    assert_eq!(
+        load_str(MINIMAL).unwrap().web.operator_token().unwrap(),
+        None
+    );
+    assert!(
+        !format!("{:?}", c.web).contains("op-123"),
+        "the token is not in the config's Debug output"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-file\n").unwrap();
+    let c = load_str(&web(&format!(
+        "operator_token_file = \"{}\"",
+        file.display()
+    )))
+    .unwrap();
+    assert_eq!(
+        c.web.operator_token().unwrap(),
+        Some(Secret("from-file".into()))
+    );
+
+    let twice = problems(&web(&format!(
+        "operator_token = \"a\"\noperator_token_file = \"{}\"",
+        file.display()
+    )));
+    assert!(
+        twice
+            .iter()
+            .any(|p| p.starts_with("web.operator_token: give only one")),
+        "{twice:?}"
+    );
+    std::fs::write(&file, "\n").unwrap();
+    let empty = problems(&web(&format!(
+        "operator_token_file = \"{}\"",
+        file.display()
+    )));
+    assert!(
+        empty
+            .iter()
+            .any(|p| p.starts_with("web.operator_token: is empty")),
+        "{empty:?}"
+    );
+    let spaced = problems(&web("operator_token = \"two words\""));
+    assert!(
+        spaced.iter().any(|p| p.contains("visible ASCII")),
+        "{spaced:?}"
+    );
+    assert!(
+        !spaced.iter().any(|p| p.contains("two words")),
+        "the token is not echoed"
+    );
+    let unset = problems(&web(
+        "operator_token_env = \"EDGEWATCH_TEST_UNSET_OPERATOR_TOKEN\"",
+    ));
+    assert!(unset.iter().any(|p| p.contains("is not set")), "{unset:?}");
+}

@@ -73,6 +73,14 @@ pub(super) fn validate(c: &Config, at: &Positions) -> Vec<Problem> {
         "web.max_concurrent_requests",
         c.web.max_concurrent_requests as f64,
     );
+    positive_into(&mut p, "web.max_connections", c.web.max_connections as f64);
+    positive_into(
+        &mut p,
+        "web.header_read_timeout_secs",
+        c.web.header_read_timeout_secs as f64,
+    );
+    positive_into(&mut p, "web.max_body_bytes", c.web.max_body_bytes as f64);
+    super::validate_io::operator_token(&c.web, &mut p);
     positive_into(
         &mut p,
         "shutdown.deadline_secs",

@@ -1,5 +1,6 @@
 //! Semantic checks of the `mqtt` and `http` sources and the `mqtt` and `webhook` sinks.
 
+use super::WebConfig;
 use super::load::Problem;
 use super::sink::{MqttAlertConfig, WebhookConfig};
 use super::source::{HttpIngestConfig, MappingConfig, MqttConnection, MqttSourceConfig};
@@ -187,5 +188,35 @@ pub(super) fn webhook_sink(path: &str, w: &WebhookConfig, p: &mut Vec<Problem>) 
         );
     } else if let Err(reason) = w.token() {
         problem(p, path, "token", reason);
+    }
+}
+
+/// `[web] operator_token`: at most one of the three ways, and one that resolves to a token a
+/// client can send as `Authorization: Bearer <token>` (visible ASCII, no spaces). An empty
+/// token is refused rather than read as "no token": the web would silently be read-only.
+pub(super) fn operator_token(w: &WebConfig, p: &mut Vec<Problem>) {
+    const KEY: &str = "web.operator_token";
+    match w.operator_token_sources() {
+        0 => return,
+        1 => {}
+        _ => {
+            p.push(Problem::new(
+                KEY,
+                "give only one of operator_token, operator_token_file, operator_token_env",
+            ));
+            return;
+        }
+    }
+    match w.operator_token() {
+        Err(reason) => p.push(Problem::new(KEY, reason)),
+        Ok(None) => p.push(Problem::new(
+            KEY,
+            "is empty (leave out all three keys for a read-only web)",
+        )),
+        Ok(Some(token)) if !token.0.bytes().all(|b| b.is_ascii_graphic()) => p.push(Problem::new(
+            KEY,
+            "must be visible ASCII without spaces (it is sent as a bearer token)",
+        )),
+        Ok(Some(_)) => {}
     }
 }

@@ -7,7 +7,8 @@
 //! Code map: `mod.rs` (this file) is the API, opening and the reads (raw readings in
 //! `raw.rs`); `tables.rs` the layout and record codecs; `commit.rs` the write transaction;
 //! `retention.rs` age and byte-budget removal; `writer.rs` the async task that batches,
-//! commits and retries.
+//! commits and retries; `event_acks.rs` operators' acknowledgements of events, the one
+//! thing the web writes (an annotation in its own table, never data).
 //!
 //! Raw readings first land in `raw_recent`, ordered by time, and are folded into `raw`,
 //! ordered by series, every `FOLD_RECORDS` (1,000,000) readings: appending by time touches few
@@ -26,6 +27,7 @@
 
 mod commit;
 mod dedup;
+mod event_acks;
 mod open_windows;
 mod raw;
 mod retention;
@@ -42,6 +44,7 @@ use std::sync::{Arc, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
+pub use event_acks::Acknowledgement;
 pub use sinks::{Backlog, DeadLetter, SinkCounters};
 pub use writer::run_writer;
 
@@ -364,6 +367,7 @@ impl Store {
             txn.open_table(tables::OPEN_WINDOWS)?;
             txn.open_table(tables::SENSOR_TAGS)?;
             sinks::create_tables(&txn)?;
+            event_acks::create_tables(&txn)?;
         }
         txn.commit()?;
 
@@ -621,6 +625,7 @@ impl Store {
             table_bytes(&txn.open_table(OUTBOX_BY_TIME)?)?,
             table_bytes(&txn.open_table(CURSORS)?)?,
             table_bytes(&txn.open_table(META)?)?,
+            table_bytes(&txn.open_table(event_acks::EVENT_ACKS)?)?,
         ]
         .iter()
         .sum();

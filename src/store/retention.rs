@@ -13,6 +13,7 @@
 //!   (logged at ERROR; each sink counts the gap it finds behind its cursor as dropped).
 //! - Everything removed is counted in the [`RetentionReport`]; budget removals are logged at
 //!   WARN (raw) and ERROR (outbox: data HQ will never receive).
+//! - An event's operator acknowledgement is removed with the event.
 //! - All of it is one write transaction: a crash leaves the store as before or as after.
 
 use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
@@ -157,7 +158,7 @@ fn remove_before<V: redb::Value + 'static>(
 /// already reported by the reader that met it): retention never guesses.
 fn remove_cleared_events(txn: &WriteTransaction, cutoff: TimeNs) -> Result<u64, StoreError> {
     let mut table = txn.open_table(EVENTS)?;
-    let mut removed = 0;
+    let mut removed = Vec::new();
     let mut extracted = table.extract_if(|_, record| {
         tables::decode_event(record)
             .ok()
@@ -165,11 +166,12 @@ fn remove_cleared_events(txn: &WriteTransaction, cutoff: TimeNs) -> Result<u64, 
             .is_some_and(|cleared| cleared < cutoff)
     })?;
     for item in &mut extracted {
-        item?;
-        removed += 1;
+        removed.push(item?.0.value());
     }
     extracted.close()?;
-    Ok(removed)
+    // An acknowledgement goes with its event, in the same transaction.
+    super::event_acks::remove(txn, &removed)?;
+    Ok(removed.len() as u64)
 }
 
 /// Live bytes of the tables the budget never trims; measured once per retention run.
@@ -181,6 +183,7 @@ fn stored_bytes_except(txn: &WriteTransaction) -> Result<u64, StoreError> {
         table_bytes(&txn.open_table(EVENTS)?)?,
         table_bytes(&txn.open_table(tables::CURSORS)?)?,
         table_bytes(&txn.open_table(tables::META)?)?,
+        table_bytes(&txn.open_table(super::event_acks::EVENT_ACKS)?)?,
     ]
     .iter()
     .sum())
@@ -364,6 +367,28 @@ mod tests {
         let report = store.apply_retention(T0 + 400 * DAY).unwrap();
         assert_eq!(report.events_removed, 1);
         assert_eq!(store.next_event_id().unwrap(), 42);
+    }
+
+    #[test]
+    fn an_acknowledgement_is_removed_with_its_event_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&test_config(dir.path())).unwrap();
+        store
+            .write(&WriteBatch {
+                events: vec![event(1, "a", T0, Some(T0 + HOUR)), event(2, "a", T0, None)],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        let ack = crate::store::Acknowledgement {
+            at: T0,
+            note: "seen".into(),
+        };
+        store.acknowledge_event(1, &ack).unwrap();
+        store.acknowledge_event(2, &ack).unwrap();
+        let report = store.apply_retention(T0 + 400 * DAY).unwrap();
+        assert_eq!(report.events_removed, 1);
+        let left = store.event_acks([1, 2]).unwrap();
+        assert_eq!(left.keys().copied().collect::<Vec<_>>(), [2]);
     }
 
     #[test]

@@ -16,11 +16,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::ack::AckView;
 use super::{ReadError, STATS_MAX_AGE, Shared};
 use crate::forward::status::SinkStatus;
 use crate::live::{FieldState, PipelineCounters, SensorState, SourceHealth};
 use crate::model::{AnomalyEvent, NS_PER_SEC, Rollup, TimeNs, format_time, now_ns, parse_time};
-use crate::store::{EventFilter, StoreStats};
+use crate::store::{Acknowledgement, EventFilter, StoreStats};
 
 /// Default span of `/rollups` when `from` is not given.
 const DEFAULT_ROLLUP_SPAN_NS: i64 = 24 * 3_600 * NS_PER_SEC;
@@ -534,10 +535,12 @@ pub(super) struct EventView<'a> {
     #[schema(format = DateTime)]
     peak_at: String,
     message: &'a str,
+    /// The operator's acknowledgement, `null` when there is none.
+    acknowledged: Option<AckView>,
 }
 
-impl<'a> From<&'a AnomalyEvent> for EventView<'a> {
-    fn from(e: &'a AnomalyEvent) -> Self {
+impl<'a> EventView<'a> {
+    fn new(e: &'a AnomalyEvent, ack: Option<&Acknowledgement>) -> Self {
         EventView {
             id: e.id,
             sensor: &e.sensor,
@@ -554,6 +557,7 @@ impl<'a> From<&'a AnomalyEvent> for EventView<'a> {
             peak_score: e.peak_score,
             peak_at: format_time(e.peak_at),
             message: &e.message,
+            acknowledged: ack.map(AckView::from),
         }
     }
 }
@@ -618,9 +622,16 @@ pub async fn events(
         to,
         limit,
     };
-    let events = state
-        .read_store("events", move |store| store.events(&filter))
+    let (events, acks) = state
+        .read_store("events", move |store| {
+            let events = store.events(&filter)?;
+            let acks = store.event_acks(events.iter().map(|e| e.id))?;
+            Ok((events, acks))
+        })
         .await?;
-    let view: Vec<EventView<'_>> = events.iter().map(EventView::from).collect();
+    let view: Vec<EventView<'_>> = events
+        .iter()
+        .map(|e| EventView::new(e, acks.get(&e.id)))
+        .collect();
     Ok(Json(view).into_response())
 }

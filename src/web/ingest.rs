@@ -86,7 +86,7 @@ pub struct IngestHandle {
 
 /// Compares a given secret with the expected one in time that depends only on the
 /// expected one's length.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+pub(super) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     let mut diff = given.len() ^ expected.len();
     for (i, b) in expected.iter().enumerate() {
         diff |= usize::from(b ^ given.get(i).copied().unwrap_or(0));
@@ -95,7 +95,7 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 }
 
 /// The bearer token of a request, if any.
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, token) = value.split_at_checked(7)?;
     scheme

@@ -6,13 +6,18 @@
 //! Invariants:
 //! - **The web never writes data.** It reads the live snapshot (a `watch` channel the pipeline
 //!   publishes), the source registry, and the store through its read methods only. Every route
-//!   is GET (HEAD follows); other methods get 405. The one exception is `POST /api/v1/ingest`
-//!   (`ingest.rs`), present only when an `http` source is configured: it is that source, and
-//!   like every source it only hands batches to the pipeline's channel.
-//! - **Store reads never block the runtime**: each runs on `spawn_blocking`.
+//!   is GET (HEAD follows); other methods get 405. Two exceptions, both POST:
+//!   `POST /api/v1/ingest` (`ingest.rs`), present only when an `http` source is configured: it
+//!   is that source, and like every source it only hands batches to the pipeline's channel;
+//!   and the operator's acknowledgement of an event (`ack.rs`, only with `operator_token`),
+//!   which writes an annotation in its own table (never readings, rollups, events or the
+//!   outbox) in one small transaction.
+//! - **Store calls never block the runtime**: each runs on `spawn_blocking`.
 //! - **Bounded**: at most `max_concurrent_requests` requests are served at once (more wait
 //!   for a slot), and a request that is not answered within `request_timeout_secs`, waiting
-//!   included, is answered 408.
+//!   included, is answered 408. At most `max_connections` connections are open, each must
+//!   deliver a request's headers within `header_read_timeout_secs` (`serve.rs`), and a body
+//!   over `max_body_bytes` is 413 (ingest: its source's own limit).
 //! - **Errors have one shape**: under `/api/` every error is
 //!   `{"error": {"status": 400, "message": "..."}}` (`api::ErrorBody`); elsewhere a small
 //!   HTML page.
@@ -22,11 +27,13 @@
 //!   exactly the routes this router serves (`ingest` only when it exists). A test compares the
 //!   document with the paths and methods the built router answers.
 
+mod ack;
 mod api;
 mod chart;
 mod html;
 pub mod ingest;
 mod page;
+mod serve;
 #[cfg(test)]
 mod tests;
 
@@ -163,6 +170,7 @@ fn api_routes(with_ingest: bool) -> OpenApiRouter<Shared> {
         .routes(routes!(api::sensors))
         .routes(routes!(api::rollups))
         .routes(routes!(api::events))
+        .routes(routes!(ack::api_ack))
         .routes(routes!(openapi_json));
     if with_ingest {
         routes = routes.routes(routes!(ingest::ingest));
@@ -203,6 +211,7 @@ pub fn router(state: WebState) -> Router {
         .route("/devices", get(page::devices))
         .route("/events", get(page::events))
         .route("/assets/app.js", get(page::app_js))
+        .route("/events/{id}/ack", get(ack::form_page).post(ack::form_post))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -212,8 +221,10 @@ pub fn router(state: WebState) -> Router {
 
 /// Wraps every route (and the fallback) in the limits of `[web]` and the error shaping.
 /// Inner to outer: a request first waits for one of the shared slots, under the timeout, and
-/// every bare error status (405, 408, 404) gets its body last. The slots are global, not per
-/// route, so a burst on one path cannot starve the others beyond the configured total.
+/// every bare error status (405, 408, 404, 413) gets its body last. The slots are global, not
+/// per route, so a burst on one path cannot starve the others beyond the configured total.
+/// The body limit is outside the timeout so that an oversized declared body is refused
+/// without taking a slot.
 fn harden(routes: Router, config: &WebConfig) -> Router {
     let timeout = Duration::from_secs(config.request_timeout_secs.max(1));
     routes
@@ -224,11 +235,37 @@ fn harden(routes: Router, config: &WebConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(middleware::from_fn_with_state(
+            config.max_body_bytes.max(1),
+            limit_body,
+        ))
         .layer(middleware::from_fn(shape_errors))
 }
 
+/// Refuses a request body over `limit` bytes with 413: at once when `Content-Length` says
+/// so, else when a handler reads past the limit (the body is wrapped in a counting limit).
+/// `POST /api/v1/ingest` is left to its own, usually larger, `max_body_bytes`, which it
+/// enforces the same way.
+async fn limit_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    if request.uri().path() == INGEST_PATH {
+        return next.run(request).await;
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, limit));
+    next.run(Request::from_parts(parts, body)).await
+}
+
 /// Serves the web on `listener` until `shutdown` is cancelled, then lets requests in flight
-/// finish (each is bounded by the request timeout) and returns.
+/// finish (each is bounded by the request timeout) and returns. Connections are limited and
+/// timed as `serve.rs` describes.
 pub async fn serve(
     listener: TcpListener,
     state: WebState,
@@ -237,9 +274,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "web listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let config = state.config.clone();
+    let metrics = state.metrics.clone();
+    serve::serve_router(listener, router(state), &config, metrics, shutdown).await
 }
 
 /// `GET /healthz`: the process is up and answering.
@@ -279,27 +316,41 @@ async fn not_found() -> StatusCode {
 }
 
 /// Gives every error answer that has no body of its own (the router's 404 and 405, the
-/// timeout's 408) the same shape as the handlers' errors: JSON under `/api/`, HTML elsewhere.
+/// timeout's 408, the body limit's 413) or only axum's plain-text rejection the same shape as
+/// the handlers' errors: JSON under `/api/`, HTML elsewhere.
 async fn shape_errors(request: Request, next: Next) -> Response {
     let is_api = request.uri().path().starts_with("/api/");
-    // The router adds `Allow` outside this layer, so the one POST route is known by its path.
-    let post_only = request.uri().path() == INGEST_PATH;
+    // The router adds `Allow` outside this layer, so the POST-only routes are known by path.
+    let post_only = request.uri().path() == INGEST_PATH || ack::is_api_path(request.uri().path());
     let response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.headers().contains_key(header::CONTENT_TYPE)
-    {
+    let plain = match response.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(v) => v.as_bytes().starts_with(b"text/plain"),
+    };
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
         return response;
     }
+    let (mut parts, body) = response.into_parts();
     let message = match status {
         StatusCode::NOT_FOUND => "no such path".to_string(),
         StatusCode::METHOD_NOT_ALLOWED if post_only => "only POST is served here".to_string(),
         StatusCode::METHOD_NOT_ALLOWED => "only GET is served".to_string(),
         StatusCode::REQUEST_TIMEOUT => "the request took too long".to_string(),
-        other => other.canonical_reason().unwrap_or("error").to_lowercase(),
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_string(),
+        other => {
+            // An extractor's rejection says what was wrong in a line of plain text.
+            let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text).trim().to_string();
+            if text.is_empty() {
+                other.canonical_reason().unwrap_or("error").to_lowercase()
+            } else {
+                text
+            }
+        }
     };
-    let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
     let shaped = if is_api {
         api::ApiError::new(status, message).into_response()
     } else {

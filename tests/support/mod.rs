@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod alerts;
+pub mod browser;
 pub mod daemon;
 pub mod influxd;
 pub mod modbus;

@@ -3,11 +3,14 @@
 //! here (an acknowledgement, say) appears everywhere.
 //!
 //! Hooks for tests and browsers: `table.anomalies`, rows `tr.anomaly.active` or
-//! `tr.anomaly.cleared` with the severity as a class and `data-event-id`.
+//! `tr.anomaly.cleared` with the severity as a class and `data-event-id`. The last column is
+//! the operator's acknowledgement (`web/ack.rs`): "acknowledged <time>: <note>", or for an
+//! active event a link to the form (`a.ack-link`) when an operator token is configured.
 
 use std::fmt::Write;
 
 use crate::model::{AnomalyEvent, TimeNs};
+use crate::web::ack;
 use crate::web::html::{self, Esc, sensor_href};
 
 /// Which columns an anomaly table shows.
@@ -35,6 +38,7 @@ pub fn anomaly_table(
     events: &[AnomalyEvent],
     now: TimeNs,
     columns: Columns,
+    acks: &ack::Column,
     empty: &str,
 ) {
     if events.is_empty() {
@@ -47,8 +51,10 @@ pub fn anomaly_table(
     }
     b.push_str(
         "<th>Field</th><th>Rule</th><th class=\"num\">Value</th><th class=\"num\">Peak</th>\
-         <th>Raised</th><th>State</th><th>Message</th></tr>",
+         <th>Raised</th><th>State</th><th>Message</th>",
     );
+    acks.header(b);
+    b.push_str("</tr>");
     for e in events {
         let state = if e.is_active() { "active" } else { "cleared" };
         let _ = write!(
@@ -78,7 +84,7 @@ pub fn anomaly_table(
             b,
             "<td class=\"field\">{}</td><td class=\"rule\">{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{}</td><td title=\"{}\">{}</td><td class=\"since\">{}</td>\
-             <td class=\"err\">{}</td></tr>",
+             <td class=\"err\">{}</td>",
             Esc(&e.field),
             Esc(&e.rule),
             html::value(e.value),
@@ -88,6 +94,8 @@ pub fn anomaly_table(
             since,
             Esc(&e.message),
         );
+        acks.cell(b, e);
+        b.push_str("</tr>");
     }
     b.push_str("</table></div>");
 }

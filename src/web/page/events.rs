@@ -18,8 +18,8 @@ use super::anomalies::{Columns, anomaly_table};
 use super::{Rendered, live_state, read_error_page, respond};
 use crate::model::{NS_PER_SEC, TimeNs, format_time, now_ns, parse_time};
 use crate::store::EventFilter;
-use crate::web::Shared;
 use crate::web::html::{Esc, Nav};
+use crate::web::{Shared, ack};
 
 /// Rows shown when the form does not say.
 const DEFAULT_LIMIT: usize = 200;
@@ -174,11 +174,13 @@ pub async fn events(
                 },
             );
             b.push_str("<section id=\"events\">");
+            let acks = ack::Column::read(&state, &events, "/events").await;
             anomaly_table(
                 &mut b,
                 &events,
                 now,
                 Columns { sensor: true },
+                &acks,
                 "<p class=\"muted\">No events match.</p>",
             );
             b.push_str("</section>");

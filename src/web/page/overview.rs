@@ -16,7 +16,7 @@ use crate::live::{FieldState, LiveSnapshot, SourceHealth};
 use crate::model::{TimeNs, format_time, now_ns};
 use crate::store::StoreStats;
 use crate::web::html::{self, Esc, Nav, sensor_href};
-use crate::web::{STATS_MAX_AGE, Shared};
+use crate::web::{STATS_MAX_AGE, Shared, ack};
 
 /// `GET /`: the overview.
 pub async fn status(State(state): State<Shared>, headers: HeaderMap) -> Response {
@@ -62,11 +62,13 @@ pub async fn status(State(state): State<Shared>, headers: HeaderMap) -> Response
         "<section id=\"anomalies\"><h2>Active anomalies ({})</h2>",
         active.len()
     );
+    let acks = ack::Column::read(&state, &active, "/").await;
     anomaly_table(
         &mut b,
         &active,
         now,
         Columns { sensor: true },
+        &acks,
         "<p class=\"ok\">No active anomalies.</p>",
     );
     b.push_str("</section>");

@@ -21,9 +21,9 @@ use super::{Rendered, error_page, live_state, read_error_page, respond, sensor_s
 use crate::live::SensorState;
 use crate::model::{AnomalyEvent, NS_PER_SEC, Rollup, SeriesKey, TimeNs, now_ns};
 use crate::store::EventFilter;
-use crate::web::Shared;
 use crate::web::chart::{self, Chart, Episode, MAX_POINTS, MinMaxBuckets};
-use crate::web::html::{self, Attr, Esc, Nav};
+use crate::web::html::{self, Attr, Esc, Nav, sensor_href};
+use crate::web::{Shared, ack};
 
 /// Span of the raw chart and of the rollup table.
 const RAW_SPAN_NS: i64 = 3_600 * NS_PER_SEC;
@@ -138,11 +138,13 @@ pub async fn sensor(
         "<section id=\"anomalies\"><h2>Active anomalies ({})</h2>",
         active.len()
     );
+    let acks = ack::Column::read(&state, &active, &sensor_href(&id)).await;
     anomaly_table(
         &mut b,
         &active,
         now,
         Columns { sensor: false },
+        &acks,
         "<p class=\"ok\">No active anomalies.</p>",
     );
     b.push_str("</section>");
@@ -175,11 +177,13 @@ pub async fn sensor(
          <a class=\"muted\" href=\"/events?sensor={}\">all, with filters</a></h2>",
         Attr(&id)
     );
+    let acks = ack::Column::read(&state, &stored.events, &sensor_href(&id)).await;
     anomaly_table(
         &mut b,
         &stored.events,
         now,
         Columns { sensor: false },
+        &acks,
         "<p class=\"muted\">No events stored.</p>",
     );
     b.push_str("</section>");

@@ -1,6 +1,7 @@
 //! End-to-end tests of the web: each starts [`serve`] on 127.0.0.1:0 with a real store in a
 //! temporary directory and a hand-made live snapshot, and talks to it over HTTP.
 
+mod ack;
 mod events;
 mod hardening;
 mod ingest;
@@ -59,6 +60,15 @@ impl Harness {
     }
 
     async fn start_with(snapshot: LiveSnapshot, sources: SourceRegistry) -> Harness {
+        Self::start_configured(snapshot, sources, WebConfig::default()).await
+    }
+
+    /// [`Harness::start_with`] with the given `[web]` settings.
+    async fn start_configured(
+        snapshot: LiveSnapshot,
+        sources: SourceRegistry,
+        config: WebConfig,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreConfig {
             path: dir.path().join("edgewatch.redb"),
@@ -76,7 +86,7 @@ impl Harness {
             store: store.clone(),
             metrics: Arc::new(Metrics::new()),
             window_secs: 60,
-            config: WebConfig::default(),
+            config,
             ingest: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
