@@ -44,6 +44,10 @@ const STORE_CHANNEL_CAPACITY: usize = 4;
 /// (measured with `examples/web_load.rs`: on one shared runtime, 50 clients without pause
 /// delayed the sims' ticks by 1.8 s over 30 s).
 const WEB_WORKER_THREADS: usize = 1;
+/// Threads for the web's store reads at most; further reads wait for one. With the web's
+/// threads at a lower priority ([`crate::os::WEB_NICENESS`]), a crowd of clients slows the
+/// pages, not acquisition.
+const WEB_BLOCKING_THREADS: usize = 2;
 
 /// A running daemon.
 pub struct Running {
@@ -257,7 +261,11 @@ fn spawn_web(
     let listener = listener.into_std().context("web listener")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WEB_WORKER_THREADS)
+        .max_blocking_threads(WEB_BLOCKING_THREADS)
         .thread_name("edgewatch-web")
+        // Workers and blocking threads alike: page renders and their store reads yield
+        // the CPU to acquisition whenever both want it.
+        .on_thread_start(|| crate::os::lower_thread_priority(crate::os::WEB_NICENESS))
         .enable_all()
         .build()
         .context("cannot start the web's runtime")?;

@@ -1,5 +1,5 @@
 //! edgewatch: an edge gateway daemon. See ARCHITECTURE.md for the map.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod ack;
 pub mod alert;
@@ -10,6 +10,7 @@ pub mod forward;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod os;
 pub mod modbus;
 pub mod model;
 pub mod mqtt_client;

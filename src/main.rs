@@ -19,17 +19,6 @@ use edgewatch::{app, config, probe, simulate, telemetry};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Transparent huge pages off for the daemon (Linux's `madvise` mode lets mimalloc ask for
-/// them): a 2 MiB page is zeroed whole on its first touch, which cost a sixth of the daemon's
-/// CPU at full MQTT speed as the heap grew, and it inflates the RSS of a small gateway.
-fn disable_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}
-
 /// Exit code for a bad configuration (EX_CONFIG would be 78; 64 is EX_USAGE, what installers'
 /// scripts check for).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -279,7 +268,7 @@ fn run_export(config: &config::Config, options: &export::Options) -> ExitCode {
 }
 
 fn run(config: config::Config) -> ExitCode {
-    disable_transparent_huge_pages();
+    edgewatch::os::disable_transparent_huge_pages();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

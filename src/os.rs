@@ -1,0 +1,37 @@
+//! The one place with `unsafe`: small calls into the OS that no maintained crate wraps.
+
+/// Niceness of the web's threads: under a crowd of clients, the OS gives acquisition, the
+/// pipeline and the store writer the CPU first, and the web the rest.
+pub const WEB_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to `niceness` (Linux: niceness is per
+/// thread; `who = 0` is the calling thread). Best effort: a failure leaves the priority as it
+/// was and is reported once per thread at DEBUG.
+#[allow(unsafe_code)]
+pub fn lower_thread_priority(niceness: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority takes plain integers and touches no memory of ours.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, niceness) };
+        if rc != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower the web thread's priority"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = niceness;
+}
+
+/// Transparent huge pages off for the daemon (Linux's `madvise` mode lets mimalloc ask for
+/// them): a 2 MiB page is zeroed whole on its first touch, which cost a sixth of the daemon's
+/// CPU at full MQTT speed as the heap grew, and it inflates the RSS of a small gateway.
+#[allow(unsafe_code)]
+pub fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
