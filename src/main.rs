@@ -82,6 +82,10 @@ enum Command {
         #[command(subcommand)]
         target: Option<ProbeTarget>,
     },
+    /// Replay recorded files (SKAB, NAB or CSV) through the configured rules and score the
+    /// alarms against their labels: precision, recall, F1, false- and missed-alarm rates,
+    /// events and detection delays. Exit 0, 1 for an unreadable file, 64 for bad rules.
+    Backtest(edgewatch::backtest::BacktestArgs),
     /// Generate load for commissioning and benchmarks: publish reference sensor readings to an
     /// MQTT broker at a given rate.
     Simulate {
@@ -133,6 +137,26 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
+        Command::Backtest(args) => {
+            let config = match config::load_profile(&args.config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!(
+                        "edgewatch: {} is not a valid config:",
+                        args.config.display()
+                    );
+                    for problem in &errors.0 {
+                        eprintln!("{problem}");
+                    }
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            telemetry::init(&config::LogConfig {
+                level: "warn".into(),
+                ..config.log.clone()
+            });
+            edgewatch::backtest::main(&config, &args)
+        }
         Command::Run { config } => {
             let config = match load(&config) {
                 Ok(c) => c,

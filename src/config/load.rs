@@ -69,21 +69,44 @@ pub fn load_with_env(
     path: &Path,
     env: Option<BTreeMap<String, String>>,
 ) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![Problem::new(
-            "config",
-            format!("cannot read {}: {e}", path.display()),
-        )])
-    })?;
-    build(&text, env)
+    let text = read(path)?;
+    build(&text, env, Purpose::Daemon)
 }
 
 /// Parses config text without environment overrides.
 pub fn load_str(text: &str) -> Result<Config, ConfigErrors> {
-    build(text, Some(BTreeMap::new()))
+    build(text, Some(BTreeMap::new()), Purpose::Daemon)
 }
 
-fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, ConfigErrors> {
+/// Loads a config for `edgewatch backtest`, which uses only its `[[rules]]` and `[pipeline]`
+/// settings: a detection profile without `[[sources]]` is accepted; everything else is
+/// checked as for the daemon.
+pub fn load_profile(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = read(path)?;
+    build(&text, None, Purpose::Backtest)
+}
+
+/// What a config is loaded for.
+#[derive(Clone, Copy, PartialEq)]
+enum Purpose {
+    Daemon,
+    Backtest,
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![Problem::new(
+            "config",
+            format!("cannot read {}: {e}", path.display()),
+        )])
+    })
+}
+
+fn build(
+    text: &str,
+    env: Option<BTreeMap<String, String>>,
+    purpose: Purpose,
+) -> Result<Config, ConfigErrors> {
     let environment = Environment::with_prefix("EDGEWATCH")
         .prefix_separator("__")
         .separator("__")
@@ -123,14 +146,9 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
     let shutdown = optional_section::<ShutdownConfig>("shutdown", take("shutdown"), &mut problems);
     // Profiles first: Modbus sources resolve their `profile` while they are parsed.
     let profiles = super::modbus::profiles(take("profiles"), &mut problems);
+    // A missing `[[sources]]` is reported by `validate` (the same problem as an empty list).
     let sources = match take("sources") {
-        None => {
-            problems.push(Problem::new(
-                "sources",
-                "at least one [[sources]] entry is required",
-            ));
-            Vec::new()
-        }
+        None => Vec::new(),
         some => entries("sources", some, &mut problems, |path, table, problems| {
             source(path, table, &profiles, problems)
         }),
@@ -166,6 +184,9 @@ fn build(text: &str, env: Option<BTreeMap<String, String>>) -> Result<Config, Co
         profiles,
     };
     problems.extend(validate(&config, &positions));
+    if purpose == Purpose::Backtest {
+        problems.retain(|p| !(p.path == "sources" && config.sources.is_empty()));
+    }
     if problems.is_empty() {
         Ok(config)
     } else {

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use load::{ConfigErrors, Problem, load, load_str};
+pub use load::{ConfigErrors, Problem, load, load_profile, load_str};
 pub use modbus::{
     ModbusPolling, ModbusRtuConfig, ModbusTcpConfig, Parity, ProfileConfig,
     default_inter_frame_silence_us,
