@@ -173,6 +173,7 @@ fn print(report: &Report, warmup: usize, out: &mut impl Write) -> std::io::Resul
     )?;
     let mut events = 0;
     let mut secs = 0.0;
+    let (mut alarmed, mut after_warmup) = (0, 0);
     for f in &report.files {
         let c = &f.score.confusion;
         let delays: Vec<String> = f
@@ -210,6 +211,8 @@ fn print(report: &Report, warmup: usize, out: &mut impl Write) -> std::io::Resul
         )?;
         events += f.score.events;
         secs += f.score.scored_secs;
+        alarmed += f.score.alarmed_rows;
+        after_warmup += f.score.rows_after_warmup;
     }
     let c = &report.total;
     writeln!(
@@ -240,12 +243,13 @@ fn print(report: &Report, warmup: usize, out: &mut impl Write) -> std::io::Resul
     } else {
         writeln!(
             out,
-            "no labels: events {events} ({} per hour of scored time)",
+            "no labels: events {events} ({} per hour after warm-up), alarm on for {} of the rows after warm-up",
             if secs > 0.0 {
                 format!("{:.2}", events as f64 * 3_600.0 / secs)
             } else {
                 "—".into()
             },
+            pct((after_warmup > 0).then(|| alarmed as f64 / after_warmup as f64)),
         )?;
     }
     Ok(())

@@ -100,9 +100,17 @@ pub struct FileScore {
     pub events: u64,
     /// Event time covered by the scored rows (first to last), in seconds.
     pub scored_secs: f64,
+    /// Rows after the warm-up, labelled or not, and how many of them had the alarm on.
+    pub rows_after_warmup: u64,
+    pub alarmed_rows: u64,
 }
 
 impl FileScore {
+    /// Share of the rows after warm-up with the alarm on; `None` without such rows.
+    pub fn alarm_share(&self) -> Option<f64> {
+        ratio(self.alarmed_rows, self.rows_after_warmup)
+    }
+
     /// Events per hour of scored time; `None` for a span of zero.
     pub fn events_per_hour(&self) -> Option<f64> {
         (self.scored_secs > 0.0).then(|| self.events as f64 * 3_600.0 / self.scored_secs)
@@ -129,6 +137,8 @@ pub fn score(
         }
         first_scored.get_or_insert(time);
         last_scored = Some(time);
+        out.rows_after_warmup += 1;
+        out.alarmed_rows += u64::from(alarm);
         let Some(label) = *label else {
             if let Some(e) = current.take() {
                 out.episodes.push(e);
@@ -205,6 +215,7 @@ mod tests {
         // The event raised during warm-up is not counted.
         assert_eq!(score.events, 2);
         assert_eq!(score.scored_secs, 7.0);
+        assert_eq!(score.alarm_share(), Some(4.0 / 8.0));
         assert_eq!(score.events_per_hour(), Some(2.0 * 3_600.0 / 7.0));
     }
 

@@ -418,7 +418,7 @@ struct SilentFields {
     raise_secs: f64,
 }
 
-const RULE_KINDS: &str = "limit, rate, zscore, stuck, silent";
+const RULE_KINDS: &str = "limit, rate, zscore, stuck, silent, multivariate";
 
 fn rule(
     path: &str,
@@ -430,7 +430,7 @@ fn rule(
         path,
         &mut table,
         "match",
-        "a sensor/field glob such as \"*/vibration\"",
+        "a sensor/field glob such as \"*/vibration\" (a sensor glob for multivariate)",
         problems,
     );
     let name = field::<String>(path, &mut table, "name", problems);
@@ -462,6 +462,8 @@ fn rule(
         Some("silent") => section::<SilentFields>(path, body, problems).map(|f| RuleKind::Silent {
             raise_secs: f.raise_secs,
         }),
+        Some("multivariate") => section::<super::MultivariateRule>(path, body, problems)
+            .map(|f| RuleKind::Multivariate(Box::new(f))),
         Some(other) => {
             problems.push(Problem::new(
                 format!("{path}.kind"),

@@ -7,6 +7,7 @@
 mod load;
 mod load_io;
 mod modbus;
+mod multivariate;
 mod sink;
 mod source;
 mod validate;
@@ -29,6 +30,7 @@ pub use modbus::{
     ModbusPolling, ModbusRtuConfig, ModbusTcpConfig, Parity, ProfileConfig,
     default_inter_frame_silence_us,
 };
+pub use multivariate::MultivariateRule;
 pub use sink::{
     Forwarded, InfluxApi, InfluxConfig, MqttAlertConfig, MqttAlertFields, Secret, SinkConfig,
     SinkKind, WebhookConfig, resolve_secret,
@@ -415,6 +417,9 @@ pub enum RuleKind {
     Stuck { raise_secs: f64, tolerance: f64 },
     /// Raise when no reading arrived for `raise_secs` (gateway clock); clear on the next one.
     Silent { raise_secs: f64 },
+    /// Raise when several fields of one machine depart from the correlation learned in a
+    /// warm-up (a T² above `raise`); clear below `clear`. `match` names sensors.
+    Multivariate(Box<MultivariateRule>),
 }
 
 impl RuleKind {
@@ -425,6 +430,7 @@ impl RuleKind {
             RuleKind::Zscore { .. } => "zscore",
             RuleKind::Stuck { .. } => "stuck",
             RuleKind::Silent { .. } => "silent",
+            RuleKind::Multivariate(_) => "multivariate",
         }
     }
 }

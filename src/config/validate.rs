@@ -281,6 +281,9 @@ pub(super) fn validate(c: &Config, at: &Positions) -> Vec<Problem> {
                     problem("raise_secs", "must be greater than 0");
                 }
             }
+            RuleKind::Multivariate(rule) => {
+                super::multivariate::validate(&path, rule, &mut p);
+            }
         }
     }
     let mut sink_names = BTreeSet::new();

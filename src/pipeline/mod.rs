@@ -16,7 +16,7 @@ mod window;
 
 use std::sync::Arc;
 
-pub use detect::{Detector, RuleSet};
+pub use detect::{AssetDetector, Detector, RuleSet};
 pub use rolling::Rolling;
 pub use window::{Placement, Windows};
 
@@ -77,6 +77,8 @@ pub struct Pipeline {
     closed: Vec<(usize, TimeNs, Stats)>,
     /// The newest tags announced per sensor.
     tags: FastMap<Arc<str>, Arc<crate::model::Tags>>,
+    /// Multivariate rules per machine (sensor id), made on the sensor's first reading.
+    assets: FastMap<Arc<str>, Vec<AssetDetector>>,
 }
 
 impl Pipeline {
@@ -113,6 +115,7 @@ impl Pipeline {
             out,
             closed: Vec::new(),
             tags: FastMap::default(),
+            assets: FastMap::default(),
         }
     }
 
@@ -233,6 +236,38 @@ impl Pipeline {
                 self.out.events.push(event);
             }
         }
+        if self.rules.has_assets() {
+            self.observe_asset(i, r);
+        }
+    }
+
+    /// Feeds a reading to the multivariate rules of its machine.
+    fn observe_asset(&mut self, i: usize, r: &Reading) {
+        let sensor = &self.series[i].key.sensor;
+        if !self.assets.contains_key(sensor) {
+            let mut detectors = self.rules.assets_for(sensor);
+            for d in &mut detectors {
+                if let Some(at) = self
+                    .restored
+                    .iter()
+                    .position(|e| e.sensor == **sensor && e.rule == d.rule().name)
+                {
+                    d.restore(self.restored.remove(at));
+                }
+            }
+            self.assets.insert(sensor.clone(), detectors);
+        }
+        let Some(detectors) = self.assets.get_mut(sensor) else {
+            return;
+        };
+        for d in detectors {
+            if let Some(event) =
+                d.observe(&r.series.field, r.time, r.value, &mut self.next_event_id)
+            {
+                record(&mut self.counters, &event);
+                self.out.events.push(event);
+            }
+        }
     }
 
     fn close_windows(&mut self) {
@@ -339,6 +374,10 @@ impl Pipeline {
             }
             snap.active_events
                 .extend(s.detectors.iter().filter_map(|d| d.active().cloned()));
+        }
+        for detectors in self.assets.values() {
+            snap.active_events
+                .extend(detectors.iter().filter_map(|d| d.active().cloned()));
         }
         snap.active_events
             .sort_by(|a, b| b.raised_at.cmp(&a.raised_at).then(b.id.cmp(&a.id)));

@@ -8,9 +8,14 @@
 //!
 //! Sans-IO: event time and the gateway clock are given; nothing here reads a clock.
 
+mod asset;
+pub mod mewma;
+
 use std::sync::Arc;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+
+pub use asset::AssetDetector;
 
 use super::rolling::Rolling;
 use crate::config::{RuleConfig, RuleKind};
@@ -26,11 +31,13 @@ pub struct Rule {
     pub holdoff: i64,
 }
 
-/// The configured rules with their globs compiled into one matcher.
+/// The configured rules: the per-series ones with their `sensor/field` globs compiled into
+/// one matcher, the per-machine (multivariate) ones with a glob on the sensor id each.
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Arc<Rule>>,
     globs: GlobSet,
+    assets: Vec<(Arc<Rule>, GlobMatcher)>,
 }
 
 fn secs(s: f64) -> i64 {
@@ -41,28 +48,49 @@ impl RuleSet {
     pub fn compile(configs: &[RuleConfig]) -> Result<RuleSet, globset::Error> {
         let mut builder = GlobSetBuilder::new();
         let mut rules = Vec::with_capacity(configs.len());
+        let mut assets = Vec::new();
         for c in configs {
-            builder.add(Glob::new(&c.pattern)?);
-            rules.push(Arc::new(Rule {
+            let rule = Arc::new(Rule {
                 name: c.name.clone(),
                 kind: c.kind.clone(),
                 severity: c.severity,
                 min_duration: secs(c.min_duration_secs),
                 holdoff: secs(c.holdoff_secs),
-            }));
+            });
+            if matches!(c.kind, RuleKind::Multivariate(_)) {
+                assets.push((rule, Glob::new(&c.pattern)?.compile_matcher()));
+            } else {
+                builder.add(Glob::new(&c.pattern)?);
+                rules.push(rule);
+            }
         }
         Ok(RuleSet {
             rules,
             globs: builder.build()?,
+            assets,
         })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.assets.is_empty()
     }
 
     pub fn has_rule(&self, name: &str) -> bool {
-        self.rules.iter().any(|r| r.name == name)
+        self.rules.iter().any(|r| r.name == name) || self.assets.iter().any(|(r, _)| r.name == name)
+    }
+
+    /// Whether any multivariate rule is configured (otherwise skip the per-machine work).
+    pub fn has_assets(&self) -> bool {
+        !self.assets.is_empty()
+    }
+
+    /// Fresh per-machine detectors for every multivariate rule whose glob matches `sensor`.
+    pub fn assets_for(&self, sensor: &Arc<str>) -> Vec<AssetDetector> {
+        self.assets
+            .iter()
+            .filter(|(_, glob)| glob.is_match(&**sensor))
+            .map(|(rule, _)| AssetDetector::new(rule.clone(), sensor.clone()))
+            .collect()
     }
 
     /// Fresh detectors for every rule whose glob matches `sensor/field`.
@@ -97,7 +125,8 @@ struct Eval {
 
 #[derive(Clone, Debug)]
 enum Memory {
-    Limit,
+    /// Limits and the multivariate rule's episode (its model lives in [`AssetDetector`]).
+    Stateless,
     Rate {
         last: Option<(TimeNs, f64)>,
     },
@@ -136,7 +165,7 @@ pub struct Detector {
 impl Detector {
     pub fn new(rule: Arc<Rule>) -> Self {
         let memory = match &rule.kind {
-            RuleKind::Limit { .. } => Memory::Limit,
+            RuleKind::Limit { .. } | RuleKind::Multivariate(_) => Memory::Stateless,
             RuleKind::Rate { .. } => Memory::Rate { last: None },
             RuleKind::Zscore { window_secs, .. } => Memory::Zscore {
                 baseline: Rolling::new(secs(*window_secs)),
@@ -286,9 +315,23 @@ impl Detector {
                     now,
                 )
             }
+            // Fed whole rows through `AssetDetector`, never one reading at a time.
+            (RuleKind::Multivariate(_), _) => return None,
             _ => unreachable!("detector memory always matches its rule kind"),
         };
         self.step(key, eval, at, value, next_id)
+    }
+
+    /// Feeds a score computed outside (the multivariate model's T²) at event time `t`.
+    fn observe_score(
+        &mut self,
+        key: &SeriesKey,
+        t: TimeNs,
+        score: f64,
+        (raise, clear): (f64, f64),
+        next_id: &mut u64,
+    ) -> Option<AnomalyEvent> {
+        self.step(key, above(score, raise, clear), t, score, next_id)
     }
 
     /// Advances gateway time for the `silent` rule; other rules ignore it.
@@ -483,6 +526,10 @@ fn message(kind: &RuleKind, key: &SeriesKey, value: f64, score: f64) -> String {
         RuleKind::Silent { raise_secs } => {
             format!("no reading of {field} for {score:.0} s (limit {raise_secs} s)")
         }
+        RuleKind::Multivariate(rule) => format!(
+            "{} departed from its learned behaviour: T² {score:.1} above {} ({field} the largest part)",
+            key.sensor, rule.raise
+        ),
     }
 }
 
