@@ -459,12 +459,13 @@ max = 110.0
 max_clear = 105.0
 "#;
     let mut daemon = Daemon::start(&format!("{HTTP_SOURCE}{OVERTEMPERATURE}{hot}"));
-    // p-101: both rules raised, then both cleared; p-102: both raised and still active;
-    // p-103: only overtemperature (105 is not over hot's 110), active.
+    // p-101: both rules raised, cleared and raised again, so that each of its rules has a
+    // cleared and an active episode; p-102: only overtemperature (105 is not over hot's
+    // 110), active. Each filter below then leaves out rows that match its other fields.
     daemon.post_temperature("p-101", 120.0);
     daemon.post_temperature("p-101", 90.0);
-    daemon.post_temperature("p-102", 120.0);
-    daemon.post_temperature("p-103", 105.0);
+    daemon.post_temperature("p-101", 120.0);
+    daemon.post_temperature("p-102", 105.0);
     wait_until("five stored events, two of them cleared", API_WAIT, || {
         let events = daemon.events("limit=100");
         let cleared = events.iter().filter(|e| e["active"] == false).count();
@@ -487,16 +488,17 @@ max_clear = 105.0
     assert_eq!(
         sorted(anomaly_rows(&mut browser, "#events")),
         [
+            row("p-101", "hot", "active"),
             row("p-101", "hot", "cleared"),
+            row("p-101", "overtemperature", "active"),
             row("p-101", "overtemperature", "cleared"),
-            row("p-102", "hot", "active"),
             row("p-102", "overtemperature", "active"),
-            row("p-103", "overtemperature", "active"),
         ],
         "unfiltered: every event"
     );
 
-    // Sensor, rule and state at once.
+    // Sensor, rule and state at once: the one cleared overtemperature episode of p-101 (not
+    // its active one, nor p-102's, nor the hot ones).
     browser.fill("#filters [name=sensor]", "p-101");
     browser.fill("#filters [name=rule]", "overtemperature");
     browser.fill("#filters [name=state]", "cleared");
@@ -536,9 +538,9 @@ max_clear = 105.0
     assert_eq!(
         sorted(anomaly_rows(&mut browser, "#events")),
         [
-            row("p-102", "hot", "active"),
+            row("p-101", "hot", "active"),
+            row("p-101", "overtemperature", "active"),
             row("p-102", "overtemperature", "active"),
-            row("p-103", "overtemperature", "active"),
         ]
     );
     browser.screenshot("events-filtered-active");
@@ -550,11 +552,20 @@ max_clear = 105.0
     assert_eq!(
         sorted(anomaly_rows(&mut browser, "#events")),
         [
-            row("p-101", "hot", "cleared"),
-            row("p-102", "hot", "active")
+            row("p-101", "hot", "active"),
+            row("p-101", "hot", "cleared")
         ]
     );
     browser.screenshot("events-filtered-rule");
+
+    // Only the sensor.
+    browser.fill("#filters [name=rule]", "");
+    browser.fill("#filters [name=sensor]", "p-102");
+    browser.submit("#filters");
+    assert_eq!(
+        anomaly_rows(&mut browser, "#events"),
+        [row("p-102", "overtemperature", "active")]
+    );
 
     // A filter nothing matches says so.
     browser.fill("#filters [name=sensor]", "p-999");
