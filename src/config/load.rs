@@ -418,6 +418,12 @@ struct SilentFields {
     raise_secs: f64,
 }
 
+/// Flap suppression is off unless a rule sets `flap_window_secs`; `flap_max_events` then
+/// defaults to 3 (the third episode within the window lasts until the clear condition held
+/// for the whole window).
+const DEFAULT_FLAP_WINDOW_SECS: f64 = 0.0;
+const DEFAULT_FLAP_MAX_EVENTS: u32 = 3;
+
 const RULE_KINDS: &str = "limit, rate, zscore, stuck, silent, multivariate";
 
 fn rule(
@@ -437,6 +443,8 @@ fn rule(
     let severity = field::<Severity>(path, &mut table, "severity", problems);
     let min_duration = field::<f64>(path, &mut table, "min_duration_secs", problems);
     let holdoff = field::<f64>(path, &mut table, "holdoff_secs", problems);
+    let flap_window = field::<f64>(path, &mut table, "flap_window_secs", problems);
+    let flap_max = field::<u32>(path, &mut table, "flap_max_events", problems);
     let body = rest(table);
     let kind = match kind.as_deref() {
         Some("limit") => section::<LimitFields>(path, body, problems).map(|f| RuleKind::Limit {
@@ -483,6 +491,8 @@ fn rule(
         severity: severity.ok()?.unwrap_or_default(),
         min_duration_secs: min_duration.ok()?.unwrap_or(0.0),
         holdoff_secs: holdoff.ok()?.unwrap_or(0.0),
+        flap_window_secs: flap_window.ok()?.unwrap_or(DEFAULT_FLAP_WINDOW_SECS),
+        flap_max_events: flap_max.ok()?.unwrap_or(DEFAULT_FLAP_MAX_EVENTS),
         kind,
     })
 }

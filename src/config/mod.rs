@@ -390,6 +390,12 @@ pub struct RuleConfig {
     /// The clear condition must hold this long before the event is cleared, so a value
     /// wobbling around the clear level does not end and restart the episode.
     pub holdoff_secs: f64,
+    /// Flap suppression: once an episode is the `flap_max_events`-th raised within
+    /// `flap_window_secs`, it clears only after the clear condition held for the whole window
+    /// (instead of `holdoff_secs`), so a signal that keeps crossing both levels gives a few
+    /// events and then one long episode, not a storm. 0 (the default) turns it off.
+    pub flap_window_secs: f64,
+    pub flap_max_events: u32,
     pub kind: RuleKind,
 }
 

@@ -198,6 +198,18 @@ pub(super) fn validate(c: &Config, at: &Positions) -> Vec<Problem> {
                 "must be 0 or more",
             ));
         }
+        if r.flap_window_secs.is_nan() || r.flap_window_secs < 0.0 {
+            p.push(Problem::new(
+                format!("{path}.flap_window_secs"),
+                "must be 0 (off) or more",
+            ));
+        }
+        if r.flap_max_events < 2 {
+            p.push(Problem::new(
+                format!("{path}.flap_max_events"),
+                "must be at least 2",
+            ));
+        }
         if r.holdoff_secs.is_nan() || r.holdoff_secs < 0.0 {
             p.push(Problem::new(
                 format!("{path}.holdoff_secs"),

@@ -26,6 +26,8 @@ fn limit_rule() -> RuleConfig {
         severity: Severity::Critical,
         min_duration_secs: 0.0,
         holdoff_secs: 0.0,
+        flap_window_secs: 0.0,
+        flap_max_events: 3,
         kind: RuleKind::Limit {
             min: None,
             min_clear: None,

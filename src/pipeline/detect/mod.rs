@@ -22,13 +22,16 @@ use crate::config::{RuleConfig, RuleKind};
 use crate::model::{AnomalyEvent, NS_PER_SEC, SeriesKey, Severity, TimeNs};
 
 /// A compiled rule.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Rule {
     pub name: String,
     pub kind: RuleKind,
     pub severity: Severity,
     pub min_duration: i64,
     pub holdoff: i64,
+    /// Flap suppression (0: off): see `RuleConfig::flap_window_secs`.
+    pub flap_window: i64,
+    pub flap_max: usize,
 }
 
 /// The configured rules: the per-series ones with their `sensor/field` globs compiled into
@@ -56,6 +59,8 @@ impl RuleSet {
                 severity: c.severity,
                 min_duration: secs(c.min_duration_secs),
                 holdoff: secs(c.holdoff_secs),
+                flap_window: secs(c.flap_window_secs),
+                flap_max: c.flap_max_events.max(2) as usize,
             });
             if matches!(c.kind, RuleKind::Multivariate(_)) {
                 assets.push((rule, Glob::new(&c.pattern)?.compile_matcher()));
@@ -160,6 +165,8 @@ pub struct Detector {
     rule: Arc<Rule>,
     memory: Memory,
     episode: Episode,
+    /// Raise times of the latest episodes (at most `flap_max`), for flap suppression.
+    raises: std::collections::VecDeque<TimeNs>,
 }
 
 impl Detector {
@@ -180,6 +187,7 @@ impl Detector {
             rule,
             memory,
             episode: Episode::Idle,
+            raises: std::collections::VecDeque::new(),
         }
     }
 
@@ -407,7 +415,19 @@ impl Detector {
             }
             (Episode::Active { event, clear_since }, Level::Clear) => {
                 let since = *clear_since.get_or_insert(t);
-                if t - since < self.rule.holdoff {
+                // Flapping: this episode is the flap_max-th raised within the window.
+                let flapping = self.rule.flap_window > 0
+                    && self.raises.len() >= self.rule.flap_max
+                    && self
+                        .raises
+                        .front()
+                        .is_some_and(|&first| event.raised_at - first <= self.rule.flap_window);
+                let holdoff = if flapping {
+                    self.rule.holdoff.max(self.rule.flap_window)
+                } else {
+                    self.rule.holdoff
+                };
+                if t - since < holdoff {
                     return None;
                 }
                 let mut cleared = (**event).clone();
@@ -428,6 +448,10 @@ impl Detector {
     ) -> AnomalyEvent {
         let id = *next_id;
         *next_id += 1;
+        self.raises.push_back(t);
+        while self.raises.len() > self.rule.flap_max {
+            self.raises.pop_front();
+        }
         let event = AnomalyEvent {
             id,
             sensor: key.sensor.to_string(),

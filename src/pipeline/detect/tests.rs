@@ -11,6 +11,8 @@ fn rule(kind: RuleKind, min_duration_secs: f64, holdoff_secs: f64) -> Arc<Rule> 
         severity: Severity::Warning,
         min_duration: secs(min_duration_secs),
         holdoff: secs(holdoff_secs),
+        flap_window: 0,
+        flap_max: 3,
     })
 }
 
@@ -231,6 +233,8 @@ fn rules_match_sensor_field_globs() {
         severity: Severity::Critical,
         min_duration_secs: 0.0,
         holdoff_secs: 0.0,
+        flap_window_secs: 0.0,
+        flap_max_events: 3,
         kind: RuleKind::Stuck {
             raise_secs: 1.0,
             tolerance: 0.0,
@@ -250,4 +254,38 @@ fn rules_match_sensor_field_globs() {
         set.detectors_for(&SeriesKey::new("pump-1", "vibration"))
             .is_empty()
     );
+}
+
+/// A signal that keeps crossing both levels (noise larger than the hysteresis band, no
+/// hold-off): without flap suppression every crossing is an episode; with it, the third
+/// episode within the window lasts until the signal stayed calm for the whole window.
+#[test]
+fn flap_suppression_turns_a_storm_into_one_long_episode() {
+    let flapping = |window_secs: f64| {
+        let mut d = Detector::new(Arc::new(Rule {
+            flap_window: secs(window_secs),
+            flap_max: 3,
+            ..Arc::unwrap_or_clone(rule(limit_max(100.0, 95.0), 0.0, 0.0))
+        }));
+        let mut values: Vec<f64> = (0..60)
+            .map(|i| if i % 2 == 0 { 120.0 } else { 80.0 })
+            .collect();
+        // Then calm below the clear level for 40 s.
+        values.extend(std::iter::repeat_n(80.0, 40));
+        run(&mut d, &values)
+    };
+    let storm = flapping(0.0);
+    assert_eq!(storm.iter().filter(|e| e.is_active()).count(), 30);
+
+    let events = flapping(30.0);
+    let raised: Vec<_> = events.iter().filter(|e| e.is_active()).collect();
+    let cleared: Vec<_> = events.iter().filter(|e| !e.is_active()).collect();
+    assert_eq!(raised.len(), 3, "{events:?}");
+    assert_eq!(cleared.len(), 3, "{events:?}");
+    // Episodes at 0 and 2 s clear at once; the third, raised at 4 s, clears at the first row
+    // where the clear condition has held for the whole window: the last crossing is at 59 s,
+    // so at 59 + 30 = 89 s.
+    let last = cleared.last().unwrap();
+    assert_eq!(last.raised_at, 4 * S);
+    assert_eq!(last.cleared_at, Some(89 * S));
 }
