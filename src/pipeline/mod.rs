@@ -379,6 +379,8 @@ impl Pipeline {
             snap.active_events
                 .extend(detectors.iter().filter_map(|d| d.active().cloned()));
         }
+        // Active before a restart, their sensor not heard from since: still active.
+        snap.active_events.extend(self.restored.iter().cloned());
         snap.active_events
             .sort_by(|a, b| b.raised_at.cmp(&a.raised_at).then(b.id.cmp(&a.id)));
         snap

@@ -208,7 +208,11 @@ fn active_event_from_before_a_restart_is_cleared_once() {
         active,
         T0,
     );
-    p.ingest(batch(&[("a", T0 + S, 104.0), ("a", T0 + 2 * S, 90.0)]), T0);
+    // Shown as active before its sensor reports again, then attached to the series.
+    assert_eq!(p.snapshot(T0).active_events.len(), 1);
+    p.ingest(batch(&[("a", T0 + S, 104.0)]), T0);
+    assert_eq!(p.snapshot(T0).active_events.len(), 1);
+    p.ingest(batch(&[("a", T0 + 2 * S, 90.0)]), T0);
     let out = p.take_output();
     assert_eq!(out.events.len(), 1);
     assert_eq!(
