@@ -1,5 +1,6 @@
-//! Pipeline throughput on one core: samples/s through windows + detectors, and through
-//! windows + detectors + durable store commits with raw retention on.
+//! Pipeline throughput on one core: samples/s through windows + detectors, the same with a
+//! multivariate rule on every sensor as well, and through windows + detectors + durable store
+//! commits with raw retention on.
 //!
 //! Input: the simulated source (1,000 sensors × 3 fields, 100 ticks = 300,000 readings per
 //! iteration, faults on) with the demo's five rules. Run with
@@ -78,6 +79,33 @@ fn bench(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
+
+    // The demo's rules plus one multivariate model per sensor over its three fields, warm
+    // after 20 of the 100 ticks.
+    let multivariate = {
+        let mut c = cfg.clone();
+        let extra = config::load_str(&format!(
+            "{}\n[[rules]]\nname = \"machine\"\nmatch = \"*\"\nkind = \"multivariate\"\n\
+             fields = [\"temperature\", \"pressure\", \"vibration\"]\n\
+             rate_fields = [\"temperature\"]\nwarmup_rows = 20\nskip_rows = 5\n",
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml"))
+                .unwrap()
+        ))
+        .unwrap();
+        c.rules = extra.rules;
+        c
+    };
+    group.bench_function("window+detect+multivariate", |b| {
+        b.iter_batched(
+            || (pipeline(&multivariate), input.clone()),
+            |(mut p, batches)| {
+                ingest_all(&mut p, batches);
+                p.flush();
+                p.take_output()
+            },
+            BatchSize::LargeInput,
+        )
+    });
 
     group.bench_function("window+detect", |b| {
         b.iter_batched(
