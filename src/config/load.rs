@@ -387,6 +387,8 @@ struct ZscoreFields {
     clear: f64,
     #[serde(default = "ZscoreFields::default_min_samples")]
     min_samples: u32,
+    #[serde(default)]
+    baseline: super::ZscoreBaseline,
 }
 
 impl ZscoreFields {
@@ -462,6 +464,7 @@ fn rule(
             raise: f.raise,
             clear: f.clear,
             min_samples: f.min_samples,
+            baseline: f.baseline,
         }),
         Some("stuck") => section::<StuckFields>(path, body, problems).map(|f| RuleKind::Stuck {
             raise_secs: f.raise_secs,

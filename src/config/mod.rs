@@ -399,6 +399,18 @@ pub struct RuleConfig {
     pub kind: RuleKind,
 }
 
+/// How a z-score rule keeps its baseline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZscoreBaseline {
+    /// Mean and standard deviation of the readings of the last `window_secs`.
+    #[default]
+    Window,
+    /// Exponentially weighted mean and variance with time constant `window_secs`: fixed
+    /// memory whatever the reading rate, recent readings weigh most.
+    Ewma,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum RuleKind {
     /// Raise above `max` (below `min`); clear at or below `max_clear` (at or above `min_clear`).
@@ -417,6 +429,7 @@ pub enum RuleKind {
         raise: f64,
         clear: f64,
         min_samples: u32,
+        baseline: ZscoreBaseline,
     },
     /// Raise when the value has not changed by more than `tolerance` for `raise_secs`; clear
     /// when it changes.

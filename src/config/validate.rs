@@ -263,6 +263,7 @@ pub(super) fn validate(c: &Config, at: &Positions) -> Vec<Problem> {
                 raise,
                 clear,
                 min_samples,
+                ..
             } => {
                 if window_secs.is_nan() || *window_secs <= 0.0 {
                     problem("window_secs", "must be greater than 0");

@@ -102,6 +102,64 @@ impl Rolling {
     }
 }
 
+/// Exponentially weighted mean and variance in event time: a reading `dt` after the previous
+/// one weighs `1 − exp(−dt / tau)`, so irregular sampling is handled and memory is fixed.
+#[derive(Clone, Debug)]
+pub struct Ewma {
+    tau: f64,
+    last: Option<TimeNs>,
+    mean: f64,
+    var: f64,
+    count: usize,
+}
+
+impl Ewma {
+    pub fn new(tau_ns: i64) -> Self {
+        Ewma {
+            tau: tau_ns.max(1) as f64,
+            last: None,
+            mean: 0.0,
+            var: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn push(&mut self, t: TimeNs, value: f64) {
+        self.count += 1;
+        let Some(last) = self.last else {
+            self.last = Some(t);
+            self.mean = value;
+            return;
+        };
+        // An out-of-order reading weighs like one at the same time as the newest.
+        let dt = (t - last).max(0) as f64;
+        self.last = Some(last.max(t));
+        let alpha = if dt > 0.0 {
+            1.0 - (-dt / self.tau).exp()
+        } else {
+            // Several readings at one time: each weighs as one of a fine sampling.
+            1.0 / (self.count as f64).min(self.tau)
+        };
+        let diff = value - self.mean;
+        let incr = alpha * diff;
+        self.mean += incr;
+        self.var = (1.0 - alpha) * (self.var + diff * incr);
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.mean)
+    }
+
+    /// `None` with fewer than two readings.
+    pub fn stddev(&self) -> Option<f64> {
+        (self.count >= 2).then(|| self.var.max(0.0).sqrt())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +176,27 @@ mod tests {
         // Times 60..=119 lie in (59 s, 119 s]: 60 values, one per second of the span.
         assert_eq!(r.len(), 60);
         assert_eq!(r.mean(), Some((60..120).sum::<i64>() as f64 / 60.0));
+    }
+
+    #[test]
+    fn ewma_follows_a_level_and_measures_its_spread_in_fixed_memory() {
+        let mut e = Ewma::new(60 * S);
+        assert_eq!((e.mean(), e.stddev()), (None, None));
+        // ±1 around 10, one reading a second for ten time constants.
+        for i in 0..600 {
+            e.push(i * S, if i % 2 == 0 { 11.0 } else { 9.0 });
+        }
+        assert!((e.mean().unwrap() - 10.0).abs() < 0.05, "{e:?}");
+        assert!((e.stddev().unwrap() - 1.0).abs() < 0.05, "{e:?}");
+        // A step to 20: after one time constant the mean is about 63 % of the way there.
+        for i in 600..660 {
+            e.push(i * S, 20.0);
+        }
+        let m = e.mean().unwrap();
+        assert!(
+            (m - (10.0 + 10.0 * (1.0 - (-1.0f64).exp()))).abs() < 0.3,
+            "{m}"
+        );
     }
 
     proptest! {

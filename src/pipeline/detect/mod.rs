@@ -17,8 +17,8 @@ use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 
 pub use asset::AssetDetector;
 
-use super::rolling::Rolling;
-use crate::config::{RuleConfig, RuleKind};
+use super::rolling::{Ewma, Rolling};
+use crate::config::{RuleConfig, RuleKind, ZscoreBaseline};
 use crate::model::{AnomalyEvent, NS_PER_SEC, SeriesKey, Severity, TimeNs};
 
 /// A compiled rule.
@@ -128,6 +128,43 @@ struct Eval {
     magnitude: f64,
 }
 
+/// A z-score rule's baseline.
+#[derive(Clone, Debug)]
+enum Baseline {
+    Window(Rolling),
+    Ewma(Ewma),
+}
+
+impl Baseline {
+    fn mean(&self) -> Option<f64> {
+        match self {
+            Baseline::Window(r) => r.mean(),
+            Baseline::Ewma(e) => e.mean(),
+        }
+    }
+
+    fn stddev(&self) -> Option<f64> {
+        match self {
+            Baseline::Window(r) => r.stddev(),
+            Baseline::Ewma(e) => e.stddev(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Baseline::Window(r) => r.len(),
+            Baseline::Ewma(e) => e.count(),
+        }
+    }
+
+    fn push(&mut self, t: TimeNs, value: f64) {
+        match self {
+            Baseline::Window(r) => r.push(t, value),
+            Baseline::Ewma(e) => e.push(t, value),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Memory {
     /// Limits and the multivariate rule's episode (its model lives in [`AssetDetector`]).
@@ -136,7 +173,7 @@ enum Memory {
         last: Option<(TimeNs, f64)>,
     },
     Zscore {
-        baseline: Rolling,
+        baseline: Baseline,
     },
     Stuck {
         run: Option<(TimeNs, f64)>,
@@ -174,8 +211,15 @@ impl Detector {
         let memory = match &rule.kind {
             RuleKind::Limit { .. } | RuleKind::Multivariate(_) => Memory::Stateless,
             RuleKind::Rate { .. } => Memory::Rate { last: None },
-            RuleKind::Zscore { window_secs, .. } => Memory::Zscore {
-                baseline: Rolling::new(secs(*window_secs)),
+            RuleKind::Zscore {
+                window_secs,
+                baseline,
+                ..
+            } => Memory::Zscore {
+                baseline: match baseline {
+                    ZscoreBaseline::Window => Baseline::Window(Rolling::new(secs(*window_secs))),
+                    ZscoreBaseline::Ewma => Baseline::Ewma(Ewma::new(secs(*window_secs))),
+                },
             },
             RuleKind::Stuck { .. } => Memory::Stuck { run: None },
             RuleKind::Silent { .. } => Memory::Silent {

@@ -121,7 +121,17 @@ fn rate_of_change_raises_on_a_jump() {
 
 #[test]
 fn zscore_raises_on_an_outlier_and_clears_when_values_return() {
+    for baseline in [
+        crate::config::ZscoreBaseline::Window,
+        crate::config::ZscoreBaseline::Ewma,
+    ] {
+        zscore_outlier(baseline);
+    }
+}
+
+fn zscore_outlier(baseline: crate::config::ZscoreBaseline) {
     let kind = RuleKind::Zscore {
+        baseline,
         window_secs: 60.0,
         raise: 5.0,
         clear: 2.0,
@@ -134,18 +144,19 @@ fn zscore_raises_on_an_outlier_and_clears_when_values_return() {
     values.extend([3.0, 3.0, 3.0, 3.0]);
     values.extend((0..5).map(|i| 1.0 + if i % 2 == 0 { 0.01 } else { -0.01 }));
     let events = run(&mut d, &values);
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 2, "{baseline:?}: {events:?}");
     assert_eq!(events[0].raised_at, 40 * S);
     assert_eq!(
         events[1].cleared_at,
         Some(44 * S),
-        "clears when values return"
+        "{baseline:?}: clears when values return"
     );
 }
 
 #[test]
 fn zscore_episode_after_a_stuck_baseline_does_not_stay_active() {
     let kind = RuleKind::Zscore {
+        baseline: crate::config::ZscoreBaseline::Window,
         window_secs: 60.0,
         raise: 6.0,
         clear: 3.0,
@@ -167,6 +178,7 @@ fn zscore_episode_after_a_stuck_baseline_does_not_stay_active() {
 #[test]
 fn zscore_waits_for_min_samples() {
     let kind = RuleKind::Zscore {
+        baseline: crate::config::ZscoreBaseline::Window,
         window_secs: 60.0,
         raise: 3.0,
         clear: 2.0,
