@@ -43,6 +43,9 @@
 //! work on a shared machine moves the figures (compare the two ceilings). Every wait is
 //! bounded: the publisher by `--duration-secs`, every phase by a timeout. Linux only (`/proc`).
 
+#[path = "support/release_binary.rs"]
+mod release_binary;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -90,7 +93,7 @@ fn main() {
         .collect();
     let count = args.first().copied().unwrap_or(300_000).max(1);
     let sensors = args.get(1).copied().unwrap_or(1000).clamp(1, 1_000_000);
-    let binary = build_binary();
+    let binary = release_binary::build_binary();
     let machine = Machine::describe();
     println!(
         "machine: {} CPUs (nproc), {}, load average at start {}",
@@ -190,26 +193,6 @@ fn main() {
          order: ceiling, QoS 0, QoS 1, ceiling, 10k QoS 0, 10k QoS 1)",
         machine.cpus
     );
-}
-
-/// Builds `target/release/edgewatch` (a no-op when it is up to date) and returns its path:
-/// the sibling of `target/release/examples/`, where this example runs from.
-fn build_binary() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--bin", "edgewatch"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build --release failed");
-    let exe = std::env::current_exe().expect("own path");
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the example runs from target/release/examples");
-    let binary = release.join("edgewatch");
-    assert!(binary.is_file(), "no {}", binary.display());
-    binary
 }
 
 /// The machine, for the report.

@@ -35,6 +35,9 @@
 //! Only loopback addresses are used; every loop is bounded in time and count. Linux only
 //! (`/proc`).
 
+#[path = "support/release_binary.rs"]
+mod release_binary;
+
 use std::fs::{self, File};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -94,7 +97,7 @@ fn main() {
     let phase = Duration::from_secs(secs);
     let nominal = (SOURCES * SENSORS_PER_SOURCE * FIELDS) as f64 * 1000.0 / INTERVAL_MS as f64;
 
-    let binary = build_binary();
+    let binary = release_binary::build_binary();
     let cpus = thread::available_parallelism().map_or(1, |n| n.get());
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -621,24 +624,6 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
-}
-
-fn build_binary() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--bin", "edgewatch"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build --release failed");
-    let exe = std::env::current_exe().expect("own path");
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the example runs from target/release/examples");
-    let binary = release.join("edgewatch");
-    assert!(binary.is_file(), "no {}", binary.display());
-    binary
 }
 
 /// User plus system CPU seconds of process `pid` (all its threads).

@@ -11,12 +11,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use edgewatch::app;
 use edgewatch::config::{self, Config};
 use serde_json::Value;
 use support::browser::Browser;
 use support::daemon::get_json;
-use tokio_util::sync::CancellationToken;
+use support::in_process::InProcess;
 
 const TOKEN: &str = "op-browser-5e1f";
 const SENSORS: usize = 4;
@@ -59,42 +58,22 @@ raise_secs = 2
     config::load_str(&text).expect("test config")
 }
 
-/// The daemon on a runtime of its own, so that the test thread can block on the browser.
+/// The daemon in this process (its own runtime, so that the test thread can block on the
+/// browser), its store in a temp dir.
 struct Daemon {
-    runtime: tokio::runtime::Runtime,
-    shutdown: CancellationToken,
-    running: Option<app::Running>,
-    base: String,
+    inner: InProcess,
     _dir: tempfile::TempDir,
 }
 
 impl Daemon {
     fn start() -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let running = runtime
-            .block_on(app::start(
-                config(&dir.path().join("edgewatch.redb")),
-                shutdown.clone(),
-            ))
-            .expect("the daemon starts");
-        let base = format!("http://{}", running.web_addr);
-        Daemon {
-            runtime,
-            shutdown,
-            running: Some(running),
-            base,
-            _dir: dir,
-        }
+        let inner = InProcess::start(config(&dir.path().join("edgewatch.redb")));
+        Daemon { inner, _dir: dir }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.inner.url(path)
     }
 
     /// Waits (at most 30 s) until every sensor is live and the sim has stopped, i.e. every
@@ -123,21 +102,7 @@ impl Daemon {
 
     /// Stops the daemon in order (bounded).
     fn stop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(running) = self.running.take() {
-            self.runtime
-                .block_on(async {
-                    tokio::time::timeout(Duration::from_secs(15), running.wait()).await
-                })
-                .expect("the daemon stops within 15 s")
-                .expect("the daemon stops cleanly");
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.inner.stop();
     }
 }
 

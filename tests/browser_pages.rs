@@ -18,16 +18,15 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use edgewatch::app;
 use edgewatch::config;
 use edgewatch::live::LiveSnapshot;
 use edgewatch::model::{TimeNs, format_time, now_ns};
 use serde_json::{Value, json};
 use support::browser::Browser;
 use support::daemon::get_json;
+use support::in_process::InProcess;
 use support::modbus::{HR_UNIT_ID, ModbusSim, SimOptions};
 use support::modbus_daemon::tcp_source;
-use tokio_util::sync::CancellationToken;
 
 /// Bound of a wait for a change to reach an open page: the page updates every 5 s
 /// (`html::REFRESH_SECS`); the rest is slack for the pipeline, the store's commits and a busy
@@ -55,12 +54,10 @@ type = "http"
 name = "plant-http"
 "#;
 
-/// The daemon on a runtime of its own, so that the test thread can block on the browser.
+/// The daemon in this process (its own runtime, so that the test thread can block on the
+/// browser), its store in a temp dir.
 struct Daemon {
-    runtime: tokio::runtime::Runtime,
-    shutdown: CancellationToken,
-    running: Option<app::Running>,
-    base: String,
+    inner: InProcess,
     /// The last reading time posted, so that event time always advances.
     last_time: TimeNs,
     _dir: tempfile::TempDir,
@@ -78,38 +75,20 @@ impl Daemon {
         );
         let config = config::load_str(&text)
             .unwrap_or_else(|e| panic!("the test config is refused: {e}\n{text}"));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let running = runtime
-            .block_on(app::start(config, shutdown.clone()))
-            .expect("the daemon starts");
-        let base = format!("http://{}", running.web_addr);
         Daemon {
-            runtime,
-            shutdown,
-            running: Some(running),
-            base,
+            inner: InProcess::start(config),
             last_time: 0,
             _dir: dir,
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.inner.url(path)
     }
 
     /// The pipeline's latest live snapshot.
     fn snapshot(&self) -> std::sync::Arc<LiveSnapshot> {
-        self.running
-            .as_ref()
-            .expect("the daemon runs")
-            .live
-            .borrow()
-            .clone()
+        self.inner.snapshot()
     }
 
     /// POSTs the reference payload (`sensor_id`, RFC 3339 `timestamp`, `temperature`) to the
@@ -181,21 +160,7 @@ impl Daemon {
 
     /// Stops the daemon in order (bounded).
     fn stop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(running) = self.running.take() {
-            self.runtime
-                .block_on(async {
-                    tokio::time::timeout(Duration::from_secs(15), running.wait()).await
-                })
-                .expect("the daemon stops within 15 s")
-                .expect("the daemon stops cleanly");
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.inner.stop();
     }
 }
 

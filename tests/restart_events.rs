@@ -8,19 +8,14 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgewatch::app;
 use edgewatch::config;
 use edgewatch::model::{TimeNs, format_time, now_ns};
 use serde_json::{Value, json};
 use support::daemon::{get_json, get_text};
-use tokio_util::sync::CancellationToken;
+use support::in_process::InProcess;
 
-struct Daemon {
-    runtime: tokio::runtime::Runtime,
-    shutdown: CancellationToken,
-    running: Option<app::Running>,
-    base: String,
-}
+/// The daemon in this process with an `http` source and a limit rule.
+struct Daemon(InProcess);
 
 impl Daemon {
     fn start(store: &Path) -> Daemon {
@@ -46,27 +41,11 @@ max_clear = 95.0
 "#,
             store.display()
         );
-        let config = config::load_str(&text).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let running = runtime
-            .block_on(app::start(config, shutdown.clone()))
-            .expect("the daemon starts");
-        let base = format!("http://{}", running.web_addr);
-        Daemon {
-            runtime,
-            shutdown,
-            running: Some(running),
-            base,
-        }
+        Daemon(InProcess::start(config::load_str(&text).unwrap()))
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.0.url(path)
     }
 
     fn post(&self, time: TimeNs, temperature: f64) {
@@ -104,21 +83,7 @@ max_clear = 95.0
     }
 
     fn stop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(running) = self.running.take() {
-            self.runtime
-                .block_on(async {
-                    tokio::time::timeout(Duration::from_secs(15), running.wait()).await
-                })
-                .expect("the daemon stops within 15 s")
-                .expect("the daemon stops cleanly");
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.0.stop();
     }
 }
 

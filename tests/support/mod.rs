@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod browser;
 pub mod daemon;
+pub mod in_process;
 pub mod influxd;
 pub mod modbus;
 pub mod modbus_daemon;
