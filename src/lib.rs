@@ -10,6 +10,7 @@ pub mod export;
 pub mod forward;
 pub mod ingest;
 pub mod live;
+pub mod liveness;
 pub mod metrics;
 pub mod modbus;
 pub mod model;

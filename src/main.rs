@@ -313,10 +313,21 @@ fn run(config: config::Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        edgewatch::liveness::notify_ready(&format!(
+            "running; web on http://{}",
+            running.web_addr
+        ));
+        tokio::spawn(edgewatch::liveness::watchdog(
+            running.metrics.liveness.clone(),
+            shutdown.clone(),
+        ));
         let mut done = std::pin::pin!(running.wait());
         tokio::select! {
             result = &mut done => return exit_code(result),
-            signal = first_signal() => tracing::info!(signal, "shutting down: stopping sources, flushing windows, committing"),
+            signal = first_signal() => {
+                edgewatch::liveness::notify_stopping();
+                tracing::info!(signal, "shutting down: stopping sources, flushing windows, committing");
+            }
         }
         shutdown.cancel();
         tokio::select! {

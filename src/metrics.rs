@@ -171,6 +171,8 @@ pub const MODBUS_REQUEST_BUCKETS: [f64; 14] = [
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
+    /// Beats of the pipeline and the store writer for systemd's watchdog (not exported).
+    pub liveness: std::sync::Arc<crate::liveness::Liveness>,
     /// Readings delivered by each source to the pipeline.
     pub source_readings: Family<SourceLabel>,
     /// Acquisition errors per source.
@@ -284,6 +286,7 @@ impl Metrics {
         let buckets = prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid buckets");
         let m = Metrics {
             registry: Registry::new_custom(Some("edgewatch".into()), None).expect("valid prefix"),
+            liveness: Default::default(),
             source_readings: Family::new(
                 "source_readings_total",
                 "Readings delivered by each source",

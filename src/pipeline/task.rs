@@ -96,6 +96,7 @@ impl PipelineTask {
                     }
                 }
                 _ = tick.tick() => {
+                    metrics.liveness.beat_pipeline();
                     let now = now_ns();
                     pipeline.tick(now);
                     due = None;

@@ -95,6 +95,8 @@ pub(super) async fn run<T: Target>(
     let mut next_retention = Instant::now();
     let mut pending = WriteBatch::default();
     let mut deadline: Option<Instant> = None;
+    // Proof of life for systemd's watchdog while there is nothing to commit.
+    let mut beat = tokio::time::interval(crate::liveness::WRITER_BEAT);
     loop {
         tokio::select! {
             received = rx.recv() => {
@@ -120,6 +122,7 @@ pub(super) async fn run<T: Target>(
                 commit(&target, std::mem::take(&mut pending), &metrics, backoff).await;
                 deadline = None;
             }
+            _ = beat.tick() => metrics.liveness.beat_writer(),
             () = sleep_until(next_retention) => {
                 retention(&target, &metrics).await;
                 next_retention = Instant::now() + retention_every;
@@ -164,11 +167,15 @@ async fn commit<T: Target>(target: &T, mut batch: WriteBatch, metrics: &Metrics,
         .await;
         match joined {
             Ok((mut done, Ok(committed))) => {
+                metrics.liveness.beat_writer();
                 done.release_acks();
                 record_commit(metrics, &committed);
                 return;
             }
             Ok((back, Err(error))) => {
+                // A failing store is not a wedged writer: a restart would only drop the
+                // batch it keeps retrying.
+                metrics.liveness.beat_writer();
                 batch = back;
                 metrics.store_errors.inc();
                 tracing::error!(
