@@ -64,7 +64,10 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
 
     let first = read_until(&socket, "READY=1", Duration::from_secs(20));
     assert!(
-        first.last().unwrap().contains("STATUS=running; web on http://127.0.0.1:"),
+        first
+            .last()
+            .unwrap()
+            .contains("STATUS=running; web on http://127.0.0.1:"),
         "{first:?}"
     );
     // Two pings in a row, about a second apart.
@@ -74,7 +77,13 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     assert!(started.elapsed() < Duration::from_secs(5));
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     read_until(&socket, "STOPPING=1", Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
