@@ -43,8 +43,9 @@
 //! work on a shared machine moves the figures (compare the two ceilings). Every wait is
 //! bounded: the publisher by `--duration-secs`, every phase by a timeout. Linux only (`/proc`).
 
-#[path = "support/release_binary.rs"]
-mod release_binary;
+#[path = "support/daemon_process.rs"]
+mod daemon_process;
+use daemon_process::cpu_secs;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -79,8 +80,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Upper bound of one HTTP request to the daemon.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
-/// `/proc/PID/stat` counts CPU time in USER_HZ, 100 on every Linux architecture.
-const USER_HZ: f64 = 100.0;
 
 fn main() {
     if cfg!(debug_assertions) {
@@ -93,7 +92,7 @@ fn main() {
         .collect();
     let count = args.first().copied().unwrap_or(300_000).max(1);
     let sensors = args.get(1).copied().unwrap_or(1000).clamp(1, 1_000_000);
-    let binary = release_binary::build_binary();
+    let binary = daemon_process::build_binary();
     let machine = Machine::describe();
     println!(
         "machine: {} CPUs (nproc), {}, load average at start {}",
@@ -973,17 +972,6 @@ fn accepts(port: u16) -> bool {
         Duration::from_secs(1),
     )
     .is_ok()
-}
-
-/// User plus system CPU seconds of process `pid` (all its threads).
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; the fields after it do not.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / USER_HZ)
 }
 
 /// The state letter of process `pid` (`Z` for a zombie).

@@ -35,8 +35,9 @@
 //! Only loopback addresses are used; every loop is bounded in time and count. Linux only
 //! (`/proc`).
 
-#[path = "support/release_binary.rs"]
-mod release_binary;
+#[path = "support/daemon_process.rs"]
+mod daemon_process;
+use daemon_process::cpu_secs;
 
 use std::fs::{self, File};
 use std::net::TcpListener;
@@ -80,8 +81,6 @@ const ALLOWED_LATENESS_NS: i64 = 10_000_000_000;
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Upper bound of one HTTP request (the daemon's own request timeout is 10 s).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
-/// `/proc/PID/stat` counts CPU time in USER_HZ, 100 on every Linux architecture.
-const USER_HZ: f64 = 100.0;
 
 fn main() {
     if cfg!(debug_assertions) {
@@ -97,7 +96,7 @@ fn main() {
     let phase = Duration::from_secs(secs);
     let nominal = (SOURCES * SENSORS_PER_SOURCE * FIELDS) as f64 * 1000.0 / INTERVAL_MS as f64;
 
-    let binary = release_binary::build_binary();
+    let binary = daemon_process::build_binary();
     let cpus = thread::available_parallelism().map_or(1, |n| n.get());
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -624,17 +623,6 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
-}
-
-/// User plus system CPU seconds of process `pid` (all its threads).
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; the fields after it do not.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / USER_HZ)
 }
 
 /// The last lines of a log, for panic messages.

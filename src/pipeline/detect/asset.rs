@@ -77,7 +77,13 @@ impl AssetDetector {
         match &mut self.row {
             Some((time, _)) if t < *time => return None,
             Some((time, values)) if t == *time => values[k] = value,
-            _ => {
+            // A newer time: the row buffer is reused (an incomplete row is dropped).
+            Some((time, values)) => {
+                *time = t;
+                values.fill(f64::NAN);
+                values[k] = value;
+            }
+            None => {
                 let mut values = vec![f64::NAN; self.fields.len()];
                 values[k] = value;
                 self.row = Some((t, values));
@@ -88,8 +94,10 @@ impl AssetDetector {
             return None;
         }
         let time = *time;
-        let row = std::mem::replace(values, vec![f64::NAN; self.fields.len()]);
-        let (t2, top) = self.model.push(&row)?;
+        let pushed = self.model.push(values);
+        // Emptied in place for a repeat of the same time (a redelivery).
+        values.fill(f64::NAN);
+        let (t2, top) = pushed?;
         let key = SeriesKey::new(self.sensor.clone(), self.fields[top].clone());
         self.episode
             .observe_score(&key, time, t2, self.levels, next_id)

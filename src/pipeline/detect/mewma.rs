@@ -63,6 +63,8 @@ pub struct Mewma {
     phase: Phase,
     /// The previous row's values of the rate fields (NaN before the first row).
     previous: Vec<f64>,
+    /// The current row's features (rate fields as changes).
+    features: Vec<f64>,
 }
 
 impl Mewma {
@@ -71,6 +73,7 @@ impl Mewma {
         Mewma {
             phase: Phase::WarmUp(Vec::with_capacity(params.warmup.min(10_000))),
             previous: vec![f64::NAN; d],
+            features: Vec::with_capacity(d),
             params,
         }
     }
@@ -90,26 +93,21 @@ impl Mewma {
         if row.len() != self.dims() || row.iter().any(|v| !v.is_finite()) {
             return None;
         }
-        let z: Vec<f64> = row
-            .iter()
-            .enumerate()
-            .map(|(k, &x)| {
-                if self.params.rate[k] {
-                    let p = self.previous[k];
-                    if p.is_nan() { 0.0 } else { x - p }
-                } else {
-                    x
-                }
-            })
-            .collect();
+        // The features, in a buffer kept across rows (no allocation per row once warm).
+        let z = &mut self.features;
+        z.clear();
         for (k, &x) in row.iter().enumerate() {
             if self.params.rate[k] {
-                self.previous[k] = x;
+                let p = std::mem::replace(&mut self.previous[k], x);
+                z.push(if p.is_nan() { 0.0 } else { x - p });
+            } else {
+                z.push(x);
             }
         }
+        let z = &self.features;
         match &mut self.phase {
             Phase::WarmUp(rows) => {
-                rows.push(z);
+                rows.push(z.clone());
                 if rows.len() >= self.params.warmup.max(2) {
                     let rows = std::mem::take(rows);
                     self.phase = Phase::Ready(learn(&self.params, &rows));
@@ -118,13 +116,13 @@ impl Mewma {
             }
             Phase::Ready(m) => {
                 let alpha = 2.0 / (self.params.span + 1.0);
-                for ((e, &z), &mean) in m.e.iter_mut().zip(&z).zip(&m.mean) {
+                for ((e, &z), &mean) in m.e.iter_mut().zip(z).zip(&m.mean) {
                     *e = alpha * (z - mean) + (1.0 - alpha) * *e;
                 }
                 let (t2, top) = t_squared(&m.inverse, &m.e);
                 if t2 < self.params.freeze_at {
                     let beta = 2.0 / (self.params.track_span + 1.0);
-                    for (mean, &z) in m.mean.iter_mut().zip(&z) {
+                    for (mean, &z) in m.mean.iter_mut().zip(z) {
                         *mean += beta * (z - *mean);
                     }
                 }

@@ -1,5 +1,6 @@
-//! The release binary for the benchmarks that run the daemon as its own process
-//! (`examples/mqtt_bench.rs`, `examples/web_load.rs`), as an installer would.
+//! For the benchmarks that run the daemon as its own process, as an installer would
+//! (`examples/mqtt_bench.rs`, `examples/web_load.rs`): the release
+//! binary, and the CPU time a process spent.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,4 +23,18 @@ pub fn build_binary() -> PathBuf {
     let binary = release.join("edgewatch");
     assert!(binary.is_file(), "no {}", binary.display());
     binary
+}
+
+/// `/proc/PID/stat` counts CPU time in USER_HZ, 100 on every Linux architecture.
+const USER_HZ: f64 = 100.0;
+
+/// User plus system CPU seconds of process `pid` (all its threads).
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / USER_HZ)
 }
