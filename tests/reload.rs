@@ -2,18 +2,22 @@
 //! removed one stops, a rule removed clears its active episodes and a new rule raises; the
 //! untouched source's rollups have no gap and every rollup holds exactly the raw readings of
 //! its window (nothing lost, nothing counted twice); a broken config is refused with the
-//! reason in the log and the config in effect keeps running.
+//! reason in the log and the config in effect keeps running. In process: a sink added by a
+//! reload delivers the whole backlog to a real InfluxDB, and a sink whose secret cannot be
+//! read is refused before the running one stops.
 
 mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgewatch::config::StoreConfig;
-use edgewatch::model::{NS_PER_SEC, TimeNs, now_ns};
+use edgewatch::config::{self, StoreConfig};
+use edgewatch::model::{NS_PER_SEC, TimeNs, format_time, now_ns};
 use edgewatch::store::{EventFilter, Store};
 use serde_json::Value;
 use support::daemon::{Daemon, get_json, get_text, metric};
+use support::in_process::InProcess;
+use support::influxd::Influxd;
 use support::process::free_port;
 
 /// Readings per sensor field per second (`interval_ms = 100`).
@@ -333,4 +337,126 @@ fn check_store(path: &Path, reloaded_at: TimeNs) {
             e.message
         );
     }
+}
+
+/// A replay sim (an hour of readings as fast as the pipeline takes them) and `sink`.
+fn replay_config(store: &Path, sink: &str) -> edgewatch::config::Config {
+    let window = 60 * NS_PER_SEC;
+    let start = (now_ns() / window - 120) * window;
+    config::load_str(&format!(
+        r#"
+[gateway]
+id = "gw-reload"
+[store]
+path = "{}"
+[web]
+listen = "127.0.0.1:0"
+[[sources]]
+type = "sim"
+name = "replay"
+sensors = 2
+interval_ms = 1000
+fault_interval_secs = 0
+start_time = "{}"
+ticks = 3600
+realtime = false
+{sink}
+"#,
+        store.display(),
+        format_time(start)
+    ))
+    .expect("test config")
+}
+
+fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_sink_added_by_reload_gets_the_backlog_and_one_without_its_secret_is_refused() {
+    let influx = Influxd::start();
+    influx.create_database("plant");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("edgewatch.redb");
+    let hq = format!(
+        "[[sinks]]\ntype = \"influxdb\"\nname = \"hq\"\nurl = \"{}\"\ndatabase = \"plant\"\nretry_initial_ms = 100\nretry_max_secs = 1\n",
+        influx.url()
+    );
+    let mut daemon = InProcess::start(replay_config(&store, ""));
+    let status_url = daemon.url("/api/v1/status");
+    wait_for(60, "the replay done", || {
+        get_json(&status_url).is_some_and(|s| s["sources"][0]["state"] == "stopped")
+    });
+    let rollups = |d: &InProcess| {
+        let store = &d.running().store;
+        store
+            .series()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| {
+                store
+                    .rollups(&k.sensor, Some(&k.field), TimeNs::MIN, TimeNs::MAX)
+                    .unwrap()
+                    .len() as u64
+            })
+            .sum::<u64>()
+    };
+    // 60 windows of 2 sensors × 3 fields; the last one stays open.
+    wait_for(30, "the closed windows stored", || {
+        rollups(&daemon) >= 6 * 59
+    });
+    let stored = rollups(&daemon);
+    assert_eq!(
+        get_json(&status_url).unwrap()["sinks"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+
+    // Add the sink: it starts at the beginning of the outbox, so HQ gets every rollup.
+    let report = daemon.reload(replay_config(&store, &hq)).unwrap();
+    assert!(report.sinks_restarted, "{report}");
+    wait_for(60, "every stored rollup in InfluxDB", || {
+        influx.count("plant", "SELECT COUNT(\"mean\") FROM \"rollup\"") == stored
+    });
+    let status = get_json(&status_url).unwrap();
+    assert_eq!(status["sinks"][0]["name"], "hq", "{status}");
+    assert_eq!(status["sinks"][0]["state"], "up", "{status}");
+
+    // The same sink with a password file that is gone by the time the reload applies the
+    // config (validation saw it): refused before the running sink stops; nothing changes.
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let broken = format!(
+        "{hq}username = \"edge\"\npassword_file = \"{}\"\n",
+        secret.display()
+    );
+    let broken = replay_config(&store, &broken);
+    std::fs::remove_file(&secret).unwrap();
+    let refused = daemon.reload(broken);
+    let reason = format!("{:#}", refused.expect_err("a sink without its secret"));
+    assert!(
+        reason.contains("sink hq") && reason.contains("password"),
+        "{reason}"
+    );
+    assert_eq!(
+        daemon.running().config().sinks,
+        replay_config(&store, &hq).sinks,
+        "the sink in effect is the one before the refused reload"
+    );
+    let status = get_json(&status_url).unwrap();
+    assert_eq!(status["sinks"][0]["state"], "up", "still running: {status}");
+    let metrics = get_text(&daemon.url("/metrics")).unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"edgewatch_config_reloads_total{result="refused"}"#
+        ),
+        Some(1.0)
+    );
+    daemon.stop();
 }
