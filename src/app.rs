@@ -30,8 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, HttpIngestConfig, MappingConfig, PayloadFormat, SourceKind};
 use crate::forward::{self, status::SinkRegistry};
 use crate::ingest::Decoder;
-use crate::live::LiveSnapshot;
-use crate::live::SourceHandle;
+use crate::live::{ConfigStatus, LiveSnapshot, SourceHandle};
 use crate::metrics::Metrics;
 use crate::model::{Batch, now_ns};
 use crate::pipeline::task::{Control, PipelineTask};
@@ -67,6 +66,8 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// The config in effect: the loaded one, with what a reload changed and could apply.
     config: Config,
+    /// What the pages show about it.
+    config_status: ConfigStatus,
     sources: Sources,
     forwarding: Forwarding,
     /// Rule changes for the pipeline.
@@ -228,7 +229,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .map_err(|reason| anyhow::anyhow!("web.operator_token: {reason}"))?;
     web_config.operator_token_file = None;
     web_config.operator_token_env = None;
+    let config_status = ConfigStatus::new(now_ns());
     let state = WebState {
+        config_status: config_status.clone(),
         gateway_id: config.gateway.id.clone(),
         version: env!("CARGO_PKG_VERSION"),
         started_at: now_ns(),
@@ -253,6 +256,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         live: live_rx,
         metrics,
         config,
+        config_status,
         sources,
         forwarding,
         control,

@@ -199,3 +199,39 @@ impl SourceHandle {
         }
     }
 }
+
+/// How the config in effect came to be, for the pages and `/api/v1/status`: a technician or
+/// installer sees whether the last `systemctl reload` took.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigState {
+    /// When the config in effect was loaded: the start, or the last applied reload.
+    pub loaded_at: TimeNs,
+    /// Reloads applied since start.
+    pub reloads: u64,
+    /// The latest reload, when it was refused: when, and why. Cleared by an applied one.
+    pub refused: Option<(TimeNs, String)>,
+    /// Sections changed in the file that are read only at start (`web`, `store`, ...), and
+    /// `http` sources.
+    pub waiting_for_restart: Vec<String>,
+}
+
+/// The shared [`ConfigState`]: the daemon writes it at start and at each reload.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigStatus(Arc<Mutex<ConfigState>>);
+
+impl ConfigStatus {
+    pub fn new(loaded_at: TimeNs) -> ConfigStatus {
+        ConfigStatus(Arc::new(Mutex::new(ConfigState {
+            loaded_at,
+            ..ConfigState::default()
+        })))
+    }
+
+    pub fn get(&self) -> ConfigState {
+        self.0.lock().expect("config status poisoned").clone()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut ConfigState)) {
+        f(&mut self.0.lock().expect("config status poisoned"));
+    }
+}

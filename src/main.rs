@@ -371,7 +371,8 @@ async fn reload(running: &mut app::Running, path: &std::path::Path) {
                 problems = errors.0.len(),
                 "config reload refused: the config in effect keeps running"
             );
-            running.count_refused_reload();
+            let reasons: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            running.refuse_reload(&reasons.join("; "));
         }
         Ok(new) => match running.reload(new).await {
             Ok(report) => {

@@ -167,10 +167,17 @@ fn sighup_applies_sources_and_rules_and_refuses_a_broken_config() {
     // Some whole windows before the reload.
     std::thread::sleep(Duration::from_secs(3));
 
-    // Reload: b removed, c added, hot-a replaced by hot-c.
+    // Reload: b removed, c added, hot-a replaced by hot-c; a pipeline setting changed too,
+    // which is read only at start.
+    let changed_head = head.replace("snapshot_interval_ms = 200", "snapshot_interval_ms = 250");
     std::fs::write(
         &config_path,
-        format!("{head}{}{}{}", sim("a"), sim("c"), always_hot("hot-c", "c")),
+        format!(
+            "{changed_head}{}{}{}",
+            sim("a"),
+            sim("c"),
+            always_hot("hot-c", "c")
+        ),
     )
     .unwrap();
     let a_before = readings_of(&get_json(&status_url).unwrap(), "a").unwrap();
@@ -194,6 +201,17 @@ fn sighup_applies_sources_and_rules_and_refuses_a_broken_config() {
     assert!(
         readings_of(&status, "a").unwrap() > a_before,
         "source a runs on across the reload: {status}"
+    );
+    assert_eq!(status["config"]["reloads"], 1, "{status}");
+    assert_eq!(
+        status["config"]["waiting_for_restart"],
+        serde_json::json!(["pipeline"]),
+        "{status}"
+    );
+    let overview = get_text(&format!("{base}/")).unwrap();
+    assert!(
+        overview.contains("applied at the next restart: pipeline"),
+        "{overview}"
     );
     let metrics = get_text(&format!("{base}/metrics")).unwrap();
     assert_eq!(
@@ -239,6 +257,16 @@ fn sighup_applies_sources_and_rules_and_refuses_a_broken_config() {
     }
     let names: Vec<String> = sources(&after).into_iter().map(|(n, _, _)| n).collect();
     assert_eq!(names, ["a", "c"], "{after}");
+    let reason = after["config"]["refused_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("interval_ms"), "{after}");
+    assert_eq!(after["config"]["reloads"], 1, "{after}");
+    let overview = get_text(&format!("{base}/")).unwrap();
+    assert!(
+        overview.contains("id=\"config-refused\">Config reload refused at"),
+        "{overview}"
+    );
     let metrics = get_text(&format!("{base}/metrics")).unwrap();
     assert_eq!(
         metric(

@@ -92,16 +92,43 @@ impl Running {
     }
 
     /// Applies `new` (already validated, as by `config::load`). An error means the reload was
-    /// refused and nothing changed. Counts the outcome in `edgewatch_config_reloads_total`.
+    /// refused and nothing changed. Counts the outcome in `edgewatch_config_reloads_total` and
+    /// shows it on the status page.
     pub async fn reload(&mut self, new: Config) -> anyhow::Result<ReloadReport> {
         let result = self.apply(new).await;
-        self.count_reload(result.is_ok());
+        match &result {
+            Ok(report) => {
+                self.count_reload(true);
+                let mut waiting: Vec<String> = report
+                    .waiting_for_restart
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                waiting.extend(
+                    report
+                        .sources
+                        .waiting_for_restart
+                        .iter()
+                        .map(|name| format!("source {name}")),
+                );
+                self.config_status.update(|c| {
+                    c.loaded_at = now_ns();
+                    c.reloads += 1;
+                    c.refused = None;
+                    c.waiting_for_restart = waiting;
+                });
+            }
+            Err(e) => self.refuse_reload(&format!("{e:#}")),
+        }
         result
     }
 
-    /// Counts a reload refused before it got here (the file did not load or validate).
-    pub fn count_refused_reload(&self) {
+    /// Counts and shows a reload refused with `reason` (also one refused before it got here:
+    /// the file did not load or validate).
+    pub fn refuse_reload(&self, reason: &str) {
         self.count_reload(false);
+        self.config_status
+            .update(|c| c.refused = Some((now_ns(), reason.to_string())));
     }
 
     fn count_reload(&self, applied: bool) {

@@ -299,6 +299,42 @@ struct StatusView<'a> {
     store_error: Option<String>,
     pipeline: PipelineView<'a>,
     active_anomalies: usize,
+    config: ConfigView,
+}
+
+/// The config in effect: when it was loaded, and whether the last reload took.
+#[derive(Serialize, ToSchema)]
+struct ConfigView {
+    /// The start, or the last applied reload (SIGHUP, `systemctl reload edgewatch`).
+    #[schema(format = DateTime)]
+    loaded_at: String,
+    /// Reloads applied since start.
+    reloads: u64,
+    /// When the latest reload was refused (the config in effect kept running); `null` when
+    /// the latest reload was applied, or none was asked for.
+    #[schema(format = DateTime)]
+    refused_at: Option<String>,
+    /// Why it was refused.
+    refused_reason: Option<String>,
+    /// What changed in the file but is read only at start: sections such as `web` or
+    /// `store`, and `source NAME` for `http` sources.
+    waiting_for_restart: Vec<String>,
+}
+
+impl From<crate::live::ConfigState> for ConfigView {
+    fn from(c: crate::live::ConfigState) -> ConfigView {
+        let (refused_at, refused_reason) = match c.refused {
+            Some((at, reason)) => (Some(format_time(at)), Some(reason)),
+            None => (None, None),
+        };
+        ConfigView {
+            loaded_at: format_time(c.loaded_at),
+            reloads: c.reloads,
+            refused_at,
+            refused_reason,
+            waiting_for_restart: c.waiting_for_restart,
+        }
+    }
 }
 
 /// `GET /api/v1/status`. A store failure does not fail the status: the rest is still worth
@@ -341,6 +377,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
             watermark: opt_time(snapshot.watermark),
         },
         active_anomalies: snapshot.active_events.len(),
+        config: state.config_status.get().into(),
     })
     .into_response()
 }

@@ -93,6 +93,8 @@ pub struct WebState {
     pub config: WebConfig,
     /// The `http` source, when one is configured: `POST /api/v1/ingest` exists only then.
     pub ingest: Option<ingest::IngestHandle>,
+    /// When the config in effect was loaded, and whether the last reload was refused.
+    pub config_status: crate::live::ConfigStatus,
 }
 
 impl WebState {

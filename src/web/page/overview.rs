@@ -38,12 +38,14 @@ pub async fn status(State(state): State<Shared>, headers: HeaderMap) -> Response
     let _ = write!(
         b,
         "<h1>edgewatch · {}</h1><div class=\"meta\"><span>version {}</span>\
-         <span>up {}</span><span>clock {}</span><span id=\"freshness\">live data {} old</span>",
+         <span>up {}</span><span>clock {}</span><span id=\"freshness\">live data {} old</span>\
+         <span id=\"config-loaded\">config loaded {} ago</span>",
         Esc(&state.gateway_id),
         Esc(state.version),
         html::duration(now - state.started_at),
         Esc(&html::clock(now)),
         html::duration(live.snapshot_age_ns.max(0)),
+        html::duration((now - state.config_status.get().loaded_at).max(0)),
     );
     if stale_sensors > 0 {
         let _ = write!(
@@ -54,6 +56,7 @@ pub async fn status(State(state): State<Shared>, headers: HeaderMap) -> Response
         );
     }
     b.push_str("</div>");
+    config_notes(&mut b, &state.config_status.get());
 
     let mut active = snapshot.active_events.clone();
     active_first(&mut active);
@@ -341,4 +344,26 @@ pub(super) fn field_cells(b: &mut String, name: &str, f: &FieldState, now: TimeN
         f.rolling_avg.map_or_else(|| "–".to_string(), html::value),
         f.quality.names().join(" "),
     );
+}
+
+/// A refused reload and settings waiting for a restart, right under the header: whoever
+/// changed the config sees that the page does not show what the file says.
+fn config_notes(b: &mut String, config: &crate::live::ConfigState) {
+    if let Some((at, reason)) = &config.refused {
+        let _ = write!(
+            b,
+            "<p class=\"err\" id=\"config-refused\">Config reload refused at {}: {}. \
+             The config loaded before keeps running.</p>",
+            Esc(&html::clock(*at)),
+            Esc(reason)
+        );
+    }
+    if !config.waiting_for_restart.is_empty() {
+        let _ = write!(
+            b,
+            "<p class=\"err\" id=\"config-waiting\">Changed in the config file, applied at \
+             the next restart: {}.</p>",
+            Esc(&config.waiting_for_restart.join(", "))
+        );
+    }
 }

@@ -41,6 +41,7 @@ async fn start(capacity: usize) -> Ingest {
     let mapping = MappingConfig::default();
     let (_live_tx, live) = watch::channel(Arc::new(LiveSnapshot::default()));
     let state = WebState {
+        config_status: Default::default(),
         gateway_id: "gw-test".into(),
         version: "9.9.9",
         started_at: 0,

@@ -77,6 +77,7 @@ impl Harness {
         .unwrap();
         let (live_tx, live) = watch::channel(Arc::new(snapshot));
         let state = WebState {
+            config_status: Default::default(),
             gateway_id: "gw-test".into(),
             version: "9.9.9",
             started_at: now_ns() - 3_700 * NS_PER_SEC,

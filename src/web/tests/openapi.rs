@@ -49,6 +49,7 @@ fn state(
         tags: Default::default(),
     });
     let state = WebState {
+        config_status: Default::default(),
         gateway_id: "gw-test".into(),
         version: "9.9.9",
         started_at: 0,
