@@ -168,15 +168,14 @@ fn the_package_unpacks_and_its_config_validates() {
     let scratch = tempfile::tempdir().unwrap();
     let control = scratch.path().join("DEBIAN");
     ok(
-        Command::new("dpkg-deb").arg("--control").arg(deb).arg(&control),
+        Command::new("dpkg-deb")
+            .arg("--control")
+            .arg(deb)
+            .arg(&control),
         SHORT,
     );
     let conffiles = fs::read_to_string(control.join("conffiles")).unwrap();
-    assert_eq!(
-        conffiles.lines().collect::<Vec<_>>(),
-        [CONFIG],
-        "conffiles"
-    );
+    assert_eq!(conffiles.lines().collect::<Vec<_>>(), [CONFIG], "conffiles");
     let script = |name: &str| {
         let path = control.join(name);
         let mode = fs::metadata(&path)
@@ -198,18 +197,28 @@ fn the_package_unpacks_and_its_config_validates() {
         "_dh_action=restart",
         "deb-systemd-invoke $_dh_action edgewatch.service",
     ] {
-        assert!(postinst.contains(expected), "postinst lacks {expected:?}:\n{postinst}");
+        assert!(
+            postinst.contains(expected),
+            "postinst lacks {expected:?}:\n{postinst}"
+        );
     }
     assert!(!postinst.contains("#DEBHELPER#"), "postinst: {postinst}");
     // Stopped on removal only, not before an upgrade (restarted after it instead).
     let prerm = script("prerm");
     assert!(
-        prerm.contains("[ \"$1\" = remove ]") && prerm.contains("deb-systemd-invoke stop edgewatch.service"),
+        prerm.contains("[ \"$1\" = remove ]")
+            && prerm.contains("deb-systemd-invoke stop edgewatch.service"),
         "prerm:\n{prerm}"
     );
     let postrm = script("postrm");
-    for expected in ["rm -rf /var/lib/edgewatch", "deb-systemd-helper purge edgewatch.service"] {
-        assert!(postrm.contains(expected), "postrm lacks {expected:?}:\n{postrm}");
+    for expected in [
+        "rm -rf /var/lib/edgewatch",
+        "deb-systemd-helper purge edgewatch.service",
+    ] {
+        assert!(
+            postrm.contains(expected),
+            "postrm lacks {expected:?}:\n{postrm}"
+        );
     }
     let purge = postrm.find("\"$1\" = \"purge\"").expect("a purge branch");
     assert!(postrm.find("rm -rf /var/lib/edgewatch").unwrap() > purge);
@@ -240,7 +249,10 @@ fn the_package_unpacks_and_its_config_validates() {
     // Unpacked into a scratch root.
     let root = scratch.path().join("root");
     ok(
-        Command::new("dpkg-deb").arg("--extract").arg(deb).arg(&root),
+        Command::new("dpkg-deb")
+            .arg("--extract")
+            .arg(deb)
+            .arg(&root),
         SHORT,
     );
     let unit = fs::read_to_string(root.join(UNIT)).unwrap();
@@ -291,10 +303,16 @@ fn the_package_unpacks_and_its_config_validates() {
     // machine has /var/lib/edgewatch), and without writing anything: pointed at a store in a
     // directory that does not exist, it does not make the directory.
     let out = ok(
-        edgewatch_cmd(&binary).arg("validate").arg("--config").arg(&config),
+        edgewatch_cmd(&binary)
+            .arg("validate")
+            .arg("--config")
+            .arg(&config),
         SHORT,
     );
-    assert!(out.trim_end().ends_with(": ok (1 source(s), 0 rule(s))"), "{out}");
+    assert!(
+        out.trim_end().ends_with(": ok (1 source(s), 0 rule(s))"),
+        "{out}"
+    );
     let missing = scratch.path().join("missing");
     ok(
         edgewatch_cmd(&binary)
@@ -306,7 +324,10 @@ fn the_package_unpacks_and_its_config_validates() {
     );
     assert!(!missing.exists(), "validate made the store's directory");
     let version = ok(Command::new(&binary).arg("--version"), SHORT);
-    assert_eq!(version.trim(), format!("edgewatch {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        version.trim(),
+        format!("edgewatch {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 /// A command run as root: directly when this process is root, else through `sudo -n`.
@@ -372,7 +393,10 @@ fn getent(db: &str, name: &str) -> Option<Vec<String>> {
 fn wait_active() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = run(Command::new("systemctl").args(["is-active", "edgewatch"]), SHORT);
+        let out = run(
+            Command::new("systemctl").args(["is-active", "edgewatch"]),
+            SHORT,
+        );
         if out.stdout.starts_with(b"active") {
             return;
         }
@@ -434,7 +458,10 @@ fn the_package_installs_upgrades_and_purges() {
     let uid: u32 = user[2].parse().unwrap();
     assert!(uid < 1000, "not a system user: {user:?}");
     assert_eq!(user[5], STATE_DIR, "{user:?}");
-    assert!(user[6].ends_with("nologin") || user[6].ends_with("false"), "{user:?}");
+    assert!(
+        user[6].ends_with("nologin") || user[6].ends_with("false"),
+        "{user:?}"
+    );
     let group = getent("group", "edgewatch").expect("the group edgewatch");
     let gid: u32 = group[2].parse().unwrap();
     assert_eq!(user[3], group[2], "primary group");
@@ -490,7 +517,14 @@ fn the_package_installs_upgrades_and_purges() {
     ok(
         Command::new(cargo)
             .current_dir(manifest_dir())
-            .args(["deb", "--locked", "--no-build", "--deb-revision", "99", "--output"])
+            .args([
+                "deb",
+                "--locked",
+                "--no-build",
+                "--deb-revision",
+                "99",
+                "--output",
+            ])
             .arg(&upgrade),
         Duration::from_secs(600),
     );
@@ -509,9 +543,15 @@ fn the_package_installs_upgrades_and_purges() {
         Command::new("dpkg-query").args(["-W", "-f=${Version}", "edgewatch"]),
         SHORT,
     );
-    assert_eq!(String::from_utf8_lossy(&version.stdout), format!("{}-99", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("{}-99", env!("CARGO_PKG_VERSION"))
+    );
     let text = ok(root_cmd("cat").arg(CONFIG), SHORT);
-    assert!(text.contains("# changed by tests/package.rs"), "the upgrade replaced the changed config");
+    assert!(
+        text.contains("# changed by tests/package.rs"),
+        "the upgrade replaced the changed config"
+    );
     assert!(Path::new(&marker).exists(), "the upgrade lost {marker}");
     let config = fs::metadata(CONFIG).unwrap();
     assert_eq!((config.gid(), config.mode() & 0o7777), (gid, 0o640));
@@ -540,6 +580,59 @@ fn the_package_installs_upgrades_and_purges() {
         root_cmd("dpkg-statoverride").args(["--list", CONFIG]),
         SHORT,
     );
-    assert!(!overrides.status.success(), "the statoverride of {CONFIG} is left");
-    assert!(getent("passwd", "edgewatch").is_some(), "the purge removed the user");
+    assert!(
+        !overrides.status.success(),
+        "the statoverride of {CONFIG} is left"
+    );
+    assert!(
+        getent("passwd", "edgewatch").is_some(),
+        "the purge removed the user"
+    );
+}
+
+/// The packaged config's commented examples (sources, rules, the HQ sink, the operator token)
+/// are valid once uncommented: every `# key = ...`, `# [[table]]` and register line is taken
+/// in, prose stays a comment, and the credential paths point at files that exist.
+#[test]
+fn the_packaged_configs_commented_examples_validate() {
+    let text = fs::read_to_string(manifest_dir().join("packaging/edgewatch.toml")).unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    for name in ["influx", "mqtt", "operator"] {
+        fs::write(secrets.path().join(name), "secret\n").unwrap();
+    }
+    let is_toml = |line: &str| {
+        let line = line.trim_start();
+        line.starts_with('[')
+            || line.starts_with("{ ")
+            || line.starts_with(']')
+            || line
+                .split_once(" = ")
+                .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    };
+    let mut uncommented = 0;
+    let examples: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if is_toml(rest) => {
+                uncommented += 1;
+                format!("{rest}\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect::<String>()
+        .replace(
+            "/run/credentials/edgewatch.service/",
+            &format!("{}/", secrets.path().display()),
+        );
+    assert!(uncommented > 30, "{uncommented} lines uncommented:\n{examples}");
+    let config = edgewatch::config::load_str(&examples).unwrap_or_else(|e| {
+        panic!(
+            "{}\n{examples}",
+            e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
+        )
+    });
+    assert_eq!(config.sources.len(), 3, "the example source and two Modbus ones");
+    assert_eq!(config.rules.len(), 2);
+    assert_eq!(config.sinks.len(), 1);
+    assert!(config.web.operator_token().unwrap().is_some());
 }
