@@ -83,6 +83,28 @@ fn ok(cmd: &mut Command, limit: Duration) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `cargo` in the project's directory, without the variables cargo sets for a test process
+/// (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...): build scripts that watch them (ring's
+/// does) would otherwise see them change and the release build would start over.
+fn cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(manifest_dir());
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key == "CARGO"
+            || key == "CARGO_CRATE_NAME"
+            || key == "CARGO_PRIMARY_PACKAGE"
+            || key == "CARGO_TARGET_TMPDIR"
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || key.starts_with("CARGO_BIN_")
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
+}
+
 const SHORT: Duration = Duration::from_secs(60);
 
 /// The amd64 (host architecture) package, built once per test run with
@@ -92,12 +114,8 @@ fn package() -> &'static Path {
     DEB.get_or_init(|| {
         let deb = work_dir().join("edgewatch.deb");
         let _ = fs::remove_file(&deb);
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         ok(
-            Command::new(cargo)
-                .current_dir(manifest_dir())
-                .args(["deb", "--locked", "--output"])
-                .arg(&deb),
+            cargo().args(["deb", "--locked", "--output"]).arg(&deb),
             Duration::from_secs(45 * 60),
         );
         assert!(deb.is_file(), "cargo deb did not write {}", deb.display());
@@ -513,10 +531,8 @@ fn the_package_installs_upgrades_and_purges() {
 
     // An upgrade (the same binary as revision 99) keeps a changed config and the state.
     let upgrade = work_dir().join("edgewatch-upgrade.deb");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     ok(
-        Command::new(cargo)
-            .current_dir(manifest_dir())
+        cargo()
             .args([
                 "deb",
                 "--locked",
@@ -624,14 +640,24 @@ fn the_packaged_configs_commented_examples_validate() {
             "/run/credentials/edgewatch.service/",
             &format!("{}/", secrets.path().display()),
         );
-    assert!(uncommented > 30, "{uncommented} lines uncommented:\n{examples}");
+    assert!(
+        uncommented > 30,
+        "{uncommented} lines uncommented:\n{examples}"
+    );
     let config = edgewatch::config::load_str(&examples).unwrap_or_else(|e| {
         panic!(
             "{}\n{examples}",
-            e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
+            e.0.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     });
-    assert_eq!(config.sources.len(), 3, "the example source and two Modbus ones");
+    assert_eq!(
+        config.sources.len(),
+        3,
+        "the example source and two Modbus ones"
+    );
     assert_eq!(config.rules.len(), 2);
     assert_eq!(config.sinks.len(), 1);
     assert!(config.web.operator_token().unwrap().is_some());
