@@ -1,6 +1,6 @@
 //! The Debian package (`cargo deb`, `[package.metadata.deb]` in Cargo.toml). The package is
-//! built once per run from the release binary (cargo deb runs `cargo build --release`, a
-//! no-op when target/release is up to date), then:
+//! built once per run by `scripts/package` from the release binary (cargo deb runs `cargo
+//! build --release`, a no-op when target/release is up to date), then:
 //!
 //! - `the_package_unpacks_and_its_config_validates`: its control data (fields, conffiles,
 //!   maintainer scripts) and its files are checked, it is unpacked into a scratch root, the
@@ -83,11 +83,11 @@ fn ok(cmd: &mut Command, limit: Duration) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// `cargo` in the project's directory, without the variables cargo sets for a test process
-/// (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...): build scripts that watch them (ring's
-/// does) would otherwise see them change and the release build would start over.
-fn cargo() -> Command {
-    let mut cmd = Command::new("cargo");
+/// `program` in the project's directory, without the variables cargo sets for a test
+/// process (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...): build scripts that watch them
+/// (ring's does) would otherwise see them change and the release build would start over.
+fn build_cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
     cmd.current_dir(manifest_dir());
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
@@ -107,18 +107,25 @@ fn cargo() -> Command {
 
 const SHORT: Duration = Duration::from_secs(60);
 
-/// The amd64 (host architecture) package, built once per test run with
-/// `cargo deb --locked`: the release build may take minutes on a busy machine.
+/// The host architecture's package, built once per test run by `scripts/package` (which
+/// runs `cargo deb`: the release build may take minutes on a busy machine).
 fn package() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
-        let deb = work_dir().join("edgewatch.deb");
-        let _ = fs::remove_file(&deb);
-        ok(
-            cargo().args(["deb", "--locked", "--output"]).arg(&deb),
+        let out = work_dir().join("debs");
+        let _ = fs::remove_dir_all(&out);
+        let printed = ok(
+            build_cmd(manifest_dir().join("scripts/package")).arg(&out),
             Duration::from_secs(45 * 60),
         );
-        assert!(deb.is_file(), "cargo deb did not write {}", deb.display());
+        let arch = ok(Command::new("dpkg").arg("--print-architecture"), SHORT);
+        let suffix = format!("_{}.deb", arch.trim());
+        let deb = printed
+            .lines()
+            .map(PathBuf::from)
+            .find(|p| p.to_string_lossy().ends_with(&suffix))
+            .unwrap_or_else(|| panic!("scripts/package printed no *{suffix}:\n{printed}"));
+        assert!(deb.is_file(), "{} is not there", deb.display());
         deb
     })
 }
@@ -532,7 +539,7 @@ fn the_package_installs_upgrades_and_purges() {
     // An upgrade (the same binary as revision 99) keeps a changed config and the state.
     let upgrade = work_dir().join("edgewatch-upgrade.deb");
     ok(
-        cargo()
+        build_cmd("cargo")
             .args([
                 "deb",
                 "--locked",
