@@ -8,6 +8,14 @@
 //! 4. the web server stops.
 //!
 //! `start` is what `main` and the integration tests call (tests on port 0 and a temp store).
+//! [`Running::reload`] applies a new config to the running daemon (`reload.rs`); the sources
+//! run one task each so that it can (`sources.rs`).
+
+mod reload;
+mod sources;
+
+pub use reload::ReloadReport;
+pub use sources::SourceChanges;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,17 +30,16 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, HttpIngestConfig, MappingConfig, PayloadFormat, SourceKind};
 use crate::forward::{self, status::SinkRegistry};
 use crate::ingest::Decoder;
+use crate::live::LiveSnapshot;
 use crate::live::SourceHandle;
-use crate::live::{LiveSnapshot, SourceRegistry};
 use crate::metrics::Metrics;
 use crate::model::{Batch, now_ns};
-use crate::pipeline::task::PipelineTask;
+use crate::pipeline::task::{Control, PipelineTask};
 use crate::pipeline::{Pipeline, RuleSet, Settings};
-use crate::source::modbus::ModbusSource;
-use crate::source::{mqtt, sim};
 use crate::store::{EventFilter, Store, WriteBatch, run_writer};
 use crate::web::ingest::{IngestHandle, IngestSender, PIPELINE_WAIT};
 use crate::web::{self, WebState};
+use sources::Sources;
 
 /// Capacity of the channel from the pipeline to the store writer, in pipeline outputs. When
 /// full, the pipeline waits, and so, through its own channel, do the sources.
@@ -58,14 +65,52 @@ pub struct Running {
     /// The live view the pipeline publishes.
     pub live: watch::Receiver<Arc<LiveSnapshot>>,
     pub metrics: Arc<Metrics>,
-    sources: TaskTracker,
-    forwarders: TaskTracker,
+    /// The config in effect: the loaded one, with what a reload changed and could apply.
+    config: Config,
+    sources: Sources,
+    forwarding: Forwarding,
+    /// Rule changes for the pipeline.
+    control: mpsc::Sender<Control>,
+    shutdown: CancellationToken,
     pipeline: JoinHandle<()>,
     writer: JoinHandle<()>,
     /// The web's thread, which runs its own runtime ([`WEB_WORKER_THREADS`]); it reports how
     /// the server ended.
     web: tokio::sync::oneshot::Receiver<std::io::Result<()>>,
     web_stop: CancellationToken,
+}
+
+/// The sinks' tasks (forwarders, alert runners, the outbox trimmer), stopped and started as
+/// one group: a reload that changes any sink restarts them all, each from its cursor in the
+/// store.
+struct Forwarding {
+    registry: SinkRegistry,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Forwarding {
+    fn start(
+        config: &Config,
+        store: &Store,
+        metrics: &Arc<Metrics>,
+        registry: SinkRegistry,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Forwarding> {
+        let stop = shutdown.child_token();
+        let tracker = TaskTracker::new();
+        let started = forward::start(config, store, metrics, &registry, &stop, &tracker);
+        tracker.close();
+        if started.is_err() {
+            stop.cancel();
+        }
+        started?;
+        Ok(Forwarding {
+            registry,
+            stop,
+            tracker,
+        })
+    }
 }
 
 /// Starts everything; returns once the web server listens. Cancel `shutdown` to stop, then
@@ -123,10 +168,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
     let (live_tx, live_rx) = watch::channel(Arc::new(LiveSnapshot::default()));
+    let (control, control_rx) = mpsc::channel(1);
     let pipeline = tokio::spawn(
         PipelineTask {
             pipeline,
             input: batch_rx,
+            control: control_rx,
             output: store_tx,
             live: live_tx,
             metrics: metrics.clone(),
@@ -136,79 +183,40 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .run(),
     );
 
-    let sinks = SinkRegistry::default();
-    let forwarders = TaskTracker::new();
-    forward::start(&config, &store, &metrics, &sinks, &shutdown, &forwarders)?;
-    forwarders.close();
+    let forwarding = Forwarding::start(
+        &config,
+        &store,
+        &metrics,
+        SinkRegistry::default(),
+        &shutdown,
+    )?;
 
-    let registry = SourceRegistry::default();
-    let sources = TaskTracker::new();
+    let mut sources = Sources::new(batch_tx, metrics.clone(), shutdown.clone());
     let mut ingest: Option<IngestHandle> = None;
     for source in &config.sources {
-        let name: Arc<str> = source.name.as_str().into();
-        let health = registry.register(&source.name, source.kind.type_name());
         match &source.kind {
-            SourceKind::Sim(sim_config) => {
-                let start = sim::start_time(sim_config, now_ns());
-                sources.spawn(sim::run(
-                    sim_config.clone(),
-                    name,
-                    source.tags.clone(),
-                    start,
-                    batch_tx.clone(),
-                    health,
-                    metrics.clone(),
-                    shutdown.clone(),
-                ));
-            }
             SourceKind::Http(http) => {
-                let mut handle = ingest_handle(&source.name, http, &batch_tx, health)?;
+                let health = sources.register_http(source);
+                let mut handle = ingest_handle(&source.name, http, sources.batch_tx(), health)?;
                 handle.tags = source.tags.clone();
                 ingest = Some(handle);
             }
-            SourceKind::Mqtt(mqtt_config) => {
-                let source = mqtt::MqttSource::new(
-                    &source.name,
-                    mqtt_config,
-                    &config.gateway.id,
-                    &source.tags,
-                )
-                .with_context(|| format!("source {}", source.name))?;
-                sources.spawn(source.run(
-                    batch_tx.clone(),
-                    health,
-                    metrics.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            // One task per TCP connection or serial port (src/source/modbus/).
-            SourceKind::ModbusTcp(_) | SourceKind::ModbusRtu(_) => {
-                let modbus = ModbusSource::new(&source.name, &source.kind, &source.tags)
-                    .expect("a modbus source kind");
-                sources.spawn(modbus.run(
-                    batch_tx.clone(),
-                    health,
-                    metrics.clone(),
-                    shutdown.clone(),
-                ));
+            _ => {
+                let prepared = sources::prepare(source, &config.gateway.id)?;
+                sources.start(source, prepared);
             }
         }
-        tracing::info!(source = %source.name, kind = source.kind.type_name(), "source started");
     }
-    sources.close();
-    // The pipeline runs until shutdown even when every source has finished (a sim with a tick
-    // limit): this sender is dropped only when shutdown begins.
-    // The same goes for the web's way in (`http` source), which must close for the pipeline's
-    // input to end.
-    let ingest_tx = ingest.as_ref().map(|i| (i.tx.clone(), i.health.clone()));
-    sources.spawn(async move {
-        shutdown.cancelled().await;
-        drop(batch_tx);
-        if let Some((tx, health)) = ingest_tx {
+    // The web's way in (`http` source) must close at shutdown for the pipeline's input to
+    // end; the other sources drop their senders when they stop.
+    if let Some((tx, health)) = ingest.as_ref().map(|i| (i.tx.clone(), i.health.clone())) {
+        let shutdown = shutdown.clone();
+        sources.tracker.spawn(async move {
+            shutdown.cancelled().await;
             tx.close();
             health.update(|h| h.state = "stopped".into());
-        }
-    });
+        });
+    }
 
     let web_stop = CancellationToken::new();
     // The operator token is resolved once, here: the web sees only its value (or none: then
@@ -225,8 +233,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         version: env!("CARGO_PKG_VERSION"),
         started_at: now_ns(),
         live: live_rx.clone(),
-        sources: registry,
-        sinks,
+        sources: sources.registry.clone(),
+        sinks: forwarding.registry.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
         window_secs: config.pipeline.window_secs,
@@ -236,13 +244,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let web = spawn_web(listener, state, web_stop.clone())?;
     tracing::info!(gateway = %config.gateway.id, "status page on http://{web_addr}/");
 
+    metrics
+        .config_last_reload_success_timestamp_seconds
+        .set(now_ns() / crate::model::NS_PER_SEC);
     Ok(Running {
         web_addr,
         store,
         live: live_rx,
         metrics,
+        config,
         sources,
-        forwarders,
+        forwarding,
+        control,
+        shutdown,
         pipeline,
         writer,
         web,
@@ -319,11 +333,12 @@ fn ingest_handle(
 
 impl Running {
     /// Waits for the ordered shutdown to complete (after `shutdown` was cancelled).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.sources.wait().await;
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        self.sources.close();
+        self.sources.tracker.wait().await;
         self.pipeline.await.context("pipeline task panicked")?;
         self.writer.await.context("store writer panicked")?;
-        self.forwarders.wait().await;
+        self.forwarding.tracker.wait().await;
         self.web_stop.cancel();
         self.web
             .await

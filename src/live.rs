@@ -111,43 +111,91 @@ pub struct BadPayloadStat {
     pub last_time: TimeNs,
 }
 
-/// The set of source health records, one slot per configured source.
+/// The set of source health records, one slot per configured source. A config reload retires
+/// the slot of a removed source and gives the slot of a changed one to its new task (its
+/// position on the page stays). Each slot counts its owners: a late update through an old
+/// handle changes nothing that is shown.
 #[derive(Clone, Debug, Default)]
 pub struct SourceRegistry {
-    slots: Arc<Mutex<Vec<SourceHealth>>>,
+    slots: Arc<Mutex<Vec<Slot>>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// Which handle owns the slot; `health` is `None` once retired.
+    owner: u64,
+    health: Option<SourceHealth>,
 }
 
 impl SourceRegistry {
     /// Registers a source and returns the handle it updates its health through.
     pub fn register(&self, name: &str, kind: &str) -> SourceHandle {
         let mut slots = self.slots.lock().expect("source registry poisoned");
-        slots.push(SourceHealth {
-            name: name.to_string(),
-            kind: kind.to_string(),
-            state: "starting".into(),
-            ..SourceHealth::default()
+        slots.push(Slot {
+            owner: 0,
+            health: Some(starting(name, kind)),
         });
         SourceHandle {
             slots: self.slots.clone(),
             index: slots.len() - 1,
+            owner: 0,
         }
     }
 
+    /// The sources in service, in the order they were registered.
     pub fn snapshot(&self) -> Vec<SourceHealth> {
-        self.slots.lock().expect("source registry poisoned").clone()
+        let slots = self.slots.lock().expect("source registry poisoned");
+        slots.iter().filter_map(|s| s.health.clone()).collect()
+    }
+}
+
+fn starting(name: &str, kind: &str) -> SourceHealth {
+    SourceHealth {
+        name: name.to_string(),
+        kind: kind.to_string(),
+        state: "starting".into(),
+        ..SourceHealth::default()
     }
 }
 
 /// A source's handle on its own health record.
 #[derive(Clone, Debug)]
 pub struct SourceHandle {
-    slots: Arc<Mutex<Vec<SourceHealth>>>,
+    slots: Arc<Mutex<Vec<Slot>>>,
     index: usize,
+    owner: u64,
 }
 
 impl SourceHandle {
+    /// Changes the health record (nothing once the slot was retired or handed over).
     pub fn update(&self, f: impl FnOnce(&mut SourceHealth)) {
         let mut slots = self.slots.lock().expect("source registry poisoned");
-        f(&mut slots[self.index]);
+        let slot = &mut slots[self.index];
+        if let (true, Some(health)) = (slot.owner == self.owner, &mut slot.health) {
+            f(health);
+        }
+    }
+
+    /// Retires the slot: the source was removed.
+    pub fn retire(&self) {
+        let mut slots = self.slots.lock().expect("source registry poisoned");
+        let slot = &mut slots[self.index];
+        if slot.owner == self.owner {
+            slot.health = None;
+        }
+    }
+
+    /// Hands the slot, reset to `starting`, to a new handle: the source's new configuration
+    /// runs in the old one's place; updates through this handle no longer show.
+    pub fn hand_over(&self, name: &str, kind: &str) -> SourceHandle {
+        let mut slots = self.slots.lock().expect("source registry poisoned");
+        let slot = &mut slots[self.index];
+        slot.owner += 1;
+        slot.health = Some(starting(name, kind));
+        SourceHandle {
+            slots: self.slots.clone(),
+            index: self.index,
+            owner: slot.owner,
+        }
     }
 }

@@ -67,6 +67,11 @@ pub fn notify_ready(status: &str) {
     }
 }
 
+/// Tells systemd the daemon is reloading its config (`READY=1` follows when done).
+pub fn notify_reloading() {
+    let _ = sd_notify::notify(&[NotifyState::Reloading]);
+}
+
 /// Tells systemd the daemon is stopping.
 pub fn notify_stopping() {
     let _ = sd_notify::notify(&[NotifyState::Stopping]);

@@ -157,13 +157,13 @@ fn main() -> ExitCode {
             });
             edgewatch::backtest::main(&config, &args)
         }
-        Command::Run { config } => {
-            let config = match load(&config) {
+        Command::Run { config: path } => {
+            let config = match load(&path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             telemetry::init(&config.log);
-            run(config)
+            run(config, path)
         }
         Command::Export {
             config,
@@ -291,7 +291,7 @@ fn run_export(config: &config::Config, options: &export::Options) -> ExitCode {
     }
 }
 
-fn run(config: config::Config) -> ExitCode {
+fn run(config: config::Config, path: PathBuf) -> ExitCode {
     edgewatch::os::disable_transparent_huge_pages();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -305,8 +305,14 @@ fn run(config: config::Config) -> ExitCode {
     };
     let deadline = Duration::from_secs(config.shutdown.deadline_secs);
     runtime.block_on(async move {
+        // Installed before anything starts: a SIGHUP from then on reloads instead of ending
+        // the daemon (the default action).
+        let Some(mut signals) = Signals::install() else {
+            tracing::error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
         let shutdown = CancellationToken::new();
-        let running = match app::start(config, shutdown.clone()).await {
+        let mut running = match app::start(config, shutdown.clone()).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "edgewatch could not start");
@@ -321,27 +327,75 @@ fn run(config: config::Config) -> ExitCode {
             running.metrics.liveness.clone(),
             shutdown.clone(),
         ));
-        let mut done = std::pin::pin!(running.wait());
-        tokio::select! {
-            result = &mut done => return exit_code(result),
-            signal = first_signal() => {
-                edgewatch::liveness::notify_stopping();
-                tracing::info!(signal, "shutting down: stopping sources, flushing windows, committing");
+        let signal = loop {
+            match signals.next().await {
+                Signal::Reload => reload(&mut running, &path).await,
+                Signal::Stop(name) => break name,
             }
-        }
+        };
+        edgewatch::liveness::notify_stopping();
+        tracing::info!(signal, "shutting down: stopping sources, flushing windows, committing");
         shutdown.cancel();
-        tokio::select! {
-            result = &mut done => exit_code(result),
-            _ = tokio::time::sleep(deadline) => {
-                tracing::error!(deadline_secs = deadline.as_secs(), "shutdown deadline passed; exiting without a complete flush");
-                ExitCode::FAILURE
-            }
-            signal = first_signal() => {
-                tracing::warn!(signal, "second signal: exiting at once");
-                ExitCode::from(130)
+        let mut done = std::pin::pin!(running.wait());
+        loop {
+            tokio::select! {
+                result = &mut done => return exit_code(result),
+                _ = tokio::time::sleep(deadline) => {
+                    tracing::error!(deadline_secs = deadline.as_secs(), "shutdown deadline passed; exiting without a complete flush");
+                    return ExitCode::FAILURE;
+                }
+                signal = signals.next() => match signal {
+                    Signal::Stop(signal) => {
+                        tracing::warn!(signal, "second signal: exiting at once");
+                        return ExitCode::from(130);
+                    }
+                    Signal::Reload => tracing::warn!("SIGHUP during shutdown: ignored"),
+                }
             }
         }
     })
+}
+
+/// SIGHUP: reads the config file again and applies it; a config that does not load is
+/// refused with every problem in the log, and the one in effect keeps running.
+async fn reload(running: &mut app::Running, path: &std::path::Path) {
+    edgewatch::liveness::notify_reloading();
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+    match config::load(path) {
+        Err(errors) => {
+            for problem in &errors.0 {
+                tracing::error!(config = %path.display(), %problem, "config problem");
+            }
+            tracing::error!(
+                config = %path.display(),
+                problems = errors.0.len(),
+                "config reload refused: the config in effect keeps running"
+            );
+            running.count_refused_reload();
+        }
+        Ok(new) => match running.reload(new).await {
+            Ok(report) => {
+                tracing::info!(changes = %report, "config reloaded");
+                if !report.waiting_for_restart.is_empty() {
+                    tracing::warn!(
+                        sections = report.waiting_for_restart.join(", "),
+                        "these config sections changed but are read only at start: restart to apply them"
+                    );
+                }
+                if !report.sources.waiting_for_restart.is_empty() {
+                    tracing::warn!(
+                        sources = report.sources.waiting_for_restart.join(", "),
+                        "http sources change only at a restart"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "config reload refused: the config in effect keeps running"
+            ),
+        },
+    }
+    edgewatch::liveness::notify_ready("running");
 }
 
 fn exit_code(result: anyhow::Result<()>) -> ExitCode {
@@ -357,18 +411,36 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Resolves with the name of the first SIGTERM or SIGINT.
-async fn first_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop edgewatch with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// What a signal asks for.
+enum Signal {
+    /// SIGHUP.
+    Reload,
+    /// SIGTERM or SIGINT, by name.
+    Stop(&'static str),
+}
+
+/// The daemon's signal handlers.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(Signals {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
+            _ = self.hup.recv() => Signal::Reload,
+        }
     }
 }

@@ -40,6 +40,7 @@ labels!(SourceLabel { source });
 labels!(ReasonLabel { reason });
 labels!(TableLabel { table });
 labels!(SinkLabel { sink });
+labels!(ResultLabel { result });
 
 /// A source and a reason (`edgewatch_source_bad_payloads_total`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -247,6 +248,12 @@ pub struct Metrics {
     pub sink_oldest_unsent_seconds: GaugeFamily<SinkLabel>,
     /// 1 for the sink's current link state, 0 for the others.
     pub sink_state: SinkStateGauge,
+    /// Config reloads (SIGHUP), by result: `applied` or `refused`.
+    pub config_reloads: Family<ResultLabel>,
+    /// 1 when the last reload was applied (or none was asked for), 0 when it was refused.
+    pub config_last_reload_successful: Gauge,
+    /// Unix time of the config in effect: the start, or the last applied reload.
+    pub config_last_reload_success_timestamp_seconds: Gauge,
 }
 
 /// `edgewatch_sink_state{sink, state}`: one series per state, 1 for the current one.
@@ -426,6 +433,18 @@ impl Metrics {
                 )
                 .expect("valid metric definition"),
             },
+            config_reloads: Family::new(
+                "config_reloads_total",
+                "Config reloads (SIGHUP), by result: applied or refused",
+            ),
+            config_last_reload_successful: gauge(
+                "config_last_reload_successful",
+                "1 when the last config reload was applied or none was asked for, 0 when it was refused",
+            ),
+            config_last_reload_success_timestamp_seconds: gauge(
+                "config_last_reload_success_timestamp_seconds",
+                "Unix time the config in effect was loaded: the start or the last applied reload",
+            ),
         };
         let r = &m.registry;
         let register =
@@ -470,6 +489,12 @@ impl Metrics {
         register(Box::new(m.sink_backlog_bytes.vec.clone()));
         register(Box::new(m.sink_oldest_unsent_seconds.vec.clone()));
         register(Box::new(m.sink_state.vec.clone()));
+        register(Box::new(m.config_reloads.vec.clone()));
+        register(Box::new(m.config_last_reload_successful.clone()));
+        register(Box::new(
+            m.config_last_reload_success_timestamp_seconds.clone(),
+        ));
+        m.config_last_reload_successful.set(1);
         m
     }
 

@@ -1,6 +1,6 @@
 //! systemd/edgewatch.service as systemd itself reads it: `systemd-analyze verify` is clean in
-//! a scratch root (the unit, this test's binary as /usr/bin/edgewatch, and the host's systemd
-//! units that the unit's dependencies name), and `systemd-analyze security --offline=true`
+//! a scratch root (the unit, this test's binary as /usr/bin/edgewatch, the host's kill as
+//! /bin/kill, and the host's systemd units that the unit's dependencies name), and `systemd-analyze security --offline=true`
 //! rates its exposure at 2.0 or lower.
 
 use std::path::{Path, PathBuf};
@@ -41,6 +41,13 @@ fn the_unit_verifies_clean() {
     let bin = root.path().join("usr/bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_edgewatch"), bin.join("edgewatch")).unwrap();
+    // ExecReload's /bin/kill (procps; the package depends on it).
+    let kill = ["/bin/kill", "/usr/bin/kill"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("kill (package procps)");
+    std::fs::create_dir_all(root.path().join("bin")).unwrap();
+    std::fs::copy(kill, root.path().join("bin/kill")).unwrap();
     let etc = root.path().join("etc/systemd/system");
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::copy(unit(), etc.join("edgewatch.service")).unwrap();

@@ -43,7 +43,7 @@ pub use source::{
 use crate::model::Severity;
 
 /// The whole configuration, validated.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub gateway: GatewayConfig,
     pub store: StoreConfig,
@@ -60,7 +60,7 @@ pub struct Config {
 }
 
 /// `[gateway]`: who this gateway is.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Gateway id, added as the `gateway` tag to everything forwarded. Required.
@@ -71,7 +71,7 @@ pub struct GatewayConfig {
 }
 
 /// `[store]`: the embedded redb file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Path of the redb file; its directory is created if missing.
@@ -121,7 +121,7 @@ impl Default for StoreConfig {
 }
 
 /// `[web]`: the status page, JSON API and metrics.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebConfig {
     /// Listen address (interface). Port 0 picks a free port (tests).
@@ -202,7 +202,7 @@ impl WebConfig {
 }
 
 /// `[pipeline]`: windows and the ingest channel.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Length of the tumbling rollup windows, aligned to the epoch.
@@ -242,7 +242,7 @@ impl PipelineConfig {
 }
 
 /// `[log]`: logging. `RUST_LOG` overrides `level`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `compact` (human) or `json` (one object per line, for journald or a collector).
@@ -269,7 +269,7 @@ pub enum LogFormat {
 }
 
 /// `[shutdown]`: how long a SIGTERM may take.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     /// After SIGTERM/SIGINT, sources stop, windows flush and the store commits; if that takes
@@ -284,7 +284,7 @@ impl Default for ShutdownConfig {
 }
 
 /// `[[sources]]`: where readings come from. `type` selects the kind (interface).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SourceConfig {
     /// Unique name (interface), the `source` tag of its readings.
     pub name: String,
@@ -293,7 +293,7 @@ pub struct SourceConfig {
     pub kind: SourceKind,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum SourceKind {
     Sim(SimConfig),
     Mqtt(MqttSourceConfig),
@@ -325,7 +325,7 @@ impl SourceKind {
 
 /// `type = "sim"`: simulated sensors with temperature, pressure and vibration, noise, slow
 /// drift, and faults on a deterministic schedule derived from `seed`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
     /// Number of simulated sensors (`<sensor_prefix>001` ...).
@@ -378,7 +378,7 @@ impl SimConfig {
 }
 
 /// `[[rules]]`: an anomaly rule for every series whose `sensor/field` matches `match`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RuleConfig {
     /// Name shown on events; defaults to `kind:match`.
     pub name: String,

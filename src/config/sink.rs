@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// `[[sinks]]` entry. `type` and `name` are interface keys.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SinkConfig {
     /// Unique name; the sink's cursor in the store is kept under it, so renaming a sink makes
     /// it start again from the oldest entry still in the outbox.
@@ -15,7 +15,7 @@ pub struct SinkConfig {
     pub kind: SinkKind,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum SinkKind {
     Influxdb(InfluxConfig),
     /// Anomaly events published to an MQTT broker.
@@ -169,7 +169,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// `type = "influxdb"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
     /// Base URL, e.g. `http://127.0.0.1:8086` or `https://hq.example.com:8086`.

@@ -205,7 +205,7 @@ pub struct Subscription {
 }
 
 /// The keys of a `type = "mqtt"` entry besides the connection and the mapping.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MqttSourceFields {
     /// Topic filters sharing `qos` and the mapping keys of the entry.
@@ -235,7 +235,7 @@ pub struct HttpIngestConfig {
     pub max_body_bytes: usize,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HttpIngestFields {
     #[serde(default)]

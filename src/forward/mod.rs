@@ -69,6 +69,31 @@ pub fn start(
     Ok(())
 }
 
+/// Checks what [`start`] could still refuse in a validated config (secrets read from files
+/// or the environment, endpoints, TLS files) without starting anything: a config reload
+/// checks the new sinks before it stops the old ones.
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    for sink in &config.sinks {
+        let checked: anyhow::Result<()> = match &sink.kind {
+            SinkKind::Influxdb(influx) => influx
+                .secret()
+                .and_then(|secret| Endpoint::new(influx, &secret).map(drop))
+                .map_err(anyhow::Error::msg),
+            SinkKind::Webhook(webhook) => webhook
+                .token()
+                .and_then(|token| Webhook::new(webhook, &token).map(drop))
+                .map_err(anyhow::Error::msg),
+            SinkKind::Mqtt(mqtt) => {
+                let conn = &mqtt.connection;
+                let client_id = conn.client_id_or(&config.gateway.id, &sink.name);
+                crate::mqtt_client::options(conn, &client_id, true, false).map(drop)
+            }
+        };
+        checked.with_context(|| format!("sink {}", sink.name))?;
+    }
+    Ok(())
+}
+
 /// What every sink's task is started with.
 struct Starter<'a> {
     config: &'a Config,

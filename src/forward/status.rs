@@ -48,41 +48,57 @@ pub struct SinkStatus {
     pub cursor: u64,
 }
 
-/// One slot per configured sink.
+/// One slot per configured sink. A config reload retires every slot ([`SinkRegistry::clear`])
+/// and registers the new sinks in fresh ones; a retired slot is never reused, so a late
+/// update through an old handle changes nothing that is shown.
 #[derive(Clone, Debug, Default)]
 pub struct SinkRegistry {
-    slots: Arc<Mutex<Vec<SinkStatus>>>,
+    slots: Arc<Mutex<Vec<Option<SinkStatus>>>>,
 }
 
 impl SinkRegistry {
     pub fn register(&self, status: SinkStatus) -> SinkHandle {
         let mut slots = self.slots.lock().expect("sink registry poisoned");
-        slots.push(status);
+        slots.push(Some(status));
         SinkHandle {
             slots: self.slots.clone(),
             index: slots.len() - 1,
         }
     }
 
+    /// The sinks in service, in the order they were registered.
     pub fn snapshot(&self) -> Vec<SinkStatus> {
-        self.slots.lock().expect("sink registry poisoned").clone()
+        let slots = self.slots.lock().expect("sink registry poisoned");
+        slots.iter().flatten().cloned().collect()
+    }
+
+    /// Retires every slot (the sinks were stopped for a reload).
+    pub fn clear(&self) {
+        let mut slots = self.slots.lock().expect("sink registry poisoned");
+        slots.iter_mut().for_each(|slot| *slot = None);
     }
 }
 
 /// A forwarder's handle on its own status.
 #[derive(Clone, Debug)]
 pub struct SinkHandle {
-    slots: Arc<Mutex<Vec<SinkStatus>>>,
+    slots: Arc<Mutex<Vec<Option<SinkStatus>>>>,
     index: usize,
 }
 
 impl SinkHandle {
+    /// Changes the status (nothing once the slot was retired).
     pub fn update(&self, f: impl FnOnce(&mut SinkStatus)) {
         let mut slots = self.slots.lock().expect("sink registry poisoned");
-        f(&mut slots[self.index]);
+        if let Some(status) = &mut slots[self.index] {
+            f(status);
+        }
     }
 
+    /// The status (a default one once the slot was retired).
     pub fn get(&self) -> SinkStatus {
-        self.slots.lock().expect("sink registry poisoned")[self.index].clone()
+        self.slots.lock().expect("sink registry poisoned")[self.index]
+            .clone()
+            .unwrap_or_default()
     }
 }

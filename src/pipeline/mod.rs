@@ -95,13 +95,9 @@ impl Pipeline {
         let (active, orphans): (Vec<_>, Vec<_>) =
             active.into_iter().partition(|e| rules.has_rule(&e.rule));
         let mut out = WriteBatch::default();
-        for mut e in orphans {
-            e.cleared_at = Some(now);
-            e.message = format!(
-                "{} (cleared at start-up: rule `{}` is no longer configured)",
-                e.message, e.rule
-            );
-            out.events.push(e);
+        for e in orphans {
+            out.events
+                .push(retire(e, now, "at start-up", "is no longer configured"));
         }
         Pipeline {
             windows: Windows::new(settings.window_ns, settings.lateness_ns),
@@ -340,6 +336,57 @@ impl Pipeline {
         }
     }
 
+    /// Applies a new rule set (a config reload) at gateway time `now`, per series and per
+    /// machine:
+    /// - a rule configured exactly as before keeps its detector: baseline, episode, hold-off;
+    /// - a rule whose settings changed starts afresh but takes over the active episode, so it
+    ///   is cleared once rather than raised a second time;
+    /// - the active episode of a rule that is gone, or no longer matches the series, is
+    ///   cleared at `now`, with the reason in its message.
+    ///
+    /// Returns how many episodes were cleared that way.
+    pub fn replace_rules(&mut self, rules: RuleSet, now: TimeNs) -> usize {
+        let before = self.out.events.len();
+        for s in &mut self.series {
+            let fresh = rules.detectors_for(&s.key);
+            let old = std::mem::replace(&mut s.detectors, fresh);
+            let gone = carry_over(
+                &mut s.detectors,
+                old,
+                |d| d.rule(),
+                |d| d.active(),
+                |d, e| d.restore(e),
+            );
+            for e in gone {
+                self.out.events.push(retired_by(e, &rules, now));
+            }
+        }
+        for (sensor, detectors) in &mut self.assets {
+            let old = std::mem::replace(detectors, rules.assets_for(sensor));
+            let gone = carry_over(
+                detectors,
+                old,
+                |d| d.rule(),
+                |d| d.active(),
+                |d, e| d.restore(e),
+            );
+            for e in gone {
+                self.out.events.push(retired_by(e, &rules, now));
+            }
+        }
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.restored)
+            .into_iter()
+            .partition(|e| rules.has_rule(&e.rule));
+        self.restored = kept;
+        for e in gone {
+            self.out.events.push(retired_by(e, &rules, now));
+        }
+        self.rules = rules;
+        let cleared = self.out.events.len() - before;
+        self.counters.events_cleared += cleared as u64;
+        cleared
+    }
+
     /// The live view at gateway time `now`.
     pub fn snapshot(&self, now: TimeNs) -> LiveSnapshot {
         let mut snap = LiveSnapshot {
@@ -385,6 +432,47 @@ impl Pipeline {
             .sort_by(|a, b| b.raised_at.cmp(&a.raised_at).then(b.id.cmp(&a.id)));
         snap
     }
+}
+
+/// Moves the detectors of `old` that `fresh` still has into `fresh`: an unchanged rule's whole
+/// detector, a changed rule's active episode. Returns the active episodes of the rules that
+/// `fresh` lacks.
+fn carry_over<D>(
+    fresh: &mut [D],
+    mut old: Vec<D>,
+    rule: impl Fn(&D) -> &detect::Rule,
+    active: impl Fn(&D) -> Option<&AnomalyEvent>,
+    restore: impl Fn(&mut D, AnomalyEvent),
+) -> Vec<AnomalyEvent> {
+    for d in fresh.iter_mut() {
+        let Some(at) = old.iter().position(|o| rule(o).name == rule(d).name) else {
+            continue;
+        };
+        let o = old.swap_remove(at);
+        if rule(&o) == rule(d) {
+            *d = o;
+        } else if let Some(e) = active(&o) {
+            restore(d, e.clone());
+        }
+    }
+    old.iter().filter_map(|o| active(o).cloned()).collect()
+}
+
+/// An active episode whose rule no longer applies, cleared at a reload.
+fn retired_by(e: AnomalyEvent, rules: &RuleSet, now: TimeNs) -> AnomalyEvent {
+    let why = if rules.has_rule(&e.rule) {
+        "no longer applies to this sensor"
+    } else {
+        "is no longer configured"
+    };
+    retire(e, now, "on reload", why)
+}
+
+/// Clears an active episode whose rule `why` (`when`: at start-up, on reload).
+fn retire(mut e: AnomalyEvent, now: TimeNs, when: &str, why: &str) -> AnomalyEvent {
+    e.cleared_at = Some(now);
+    e.message = format!("{} (cleared {when}: rule `{}` {why})", e.message, e.rule);
+    e
 }
 
 fn record(counters: &mut PipelineCounters, event: &AnomalyEvent) {

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Pipeline;
+use super::{Pipeline, RuleSet};
 use crate::live::{LiveSnapshot, PipelineCounters};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::model::{Batch, now_ns};
@@ -28,9 +28,17 @@ const OUTPUT_DELAY: Duration = Duration::from_millis(10);
 /// Output this large goes to the writer at once (bounded memory, prompt commits under load).
 const OUTPUT_MAX_RECORDS: usize = 16_384;
 
+/// A change the pipeline applies between two batches (a config reload).
+pub enum Control {
+    /// Replace the rules ([`Pipeline::replace_rules`]); the answer is how many active
+    /// episodes were cleared because their rule no longer applies.
+    Rules(RuleSet, oneshot::Sender<usize>),
+}
+
 pub struct PipelineTask {
     pub pipeline: Pipeline,
     pub input: mpsc::Receiver<Batch>,
+    pub control: mpsc::Receiver<Control>,
     pub output: mpsc::Sender<WriteBatch>,
     pub live: watch::Sender<Arc<LiveSnapshot>>,
     pub metrics: Arc<Metrics>,
@@ -44,6 +52,7 @@ impl PipelineTask {
         let PipelineTask {
             mut pipeline,
             mut input,
+            mut control,
             output,
             live,
             metrics,
@@ -93,6 +102,14 @@ impl PipelineTask {
                     due = None;
                     if !send(&output, &mut pipeline).await {
                         break;
+                    }
+                }
+                Some(Control::Rules(rules, done)) = control.recv() => {
+                    let cleared = pipeline.replace_rules(rules, now_ns());
+                    let _ = done.send(cleared);
+                    live.send_replace(Arc::new(pipeline.snapshot(now_ns())));
+                    if due.is_none() {
+                        due = Some(tokio::time::Instant::now() + OUTPUT_DELAY);
                     }
                 }
                 _ = tick.tick() => {

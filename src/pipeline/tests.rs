@@ -369,3 +369,88 @@ fn sensor_tags_are_handed_to_the_store_only_when_new_or_changed() {
     );
     assert_eq!(p.snapshot(T0).sensors["a"].tags, *tags("l2"));
 }
+
+fn limit(name: &str, pattern: &str, max: f64, max_clear: f64) -> RuleConfig {
+    RuleConfig {
+        name: name.into(),
+        pattern: pattern.into(),
+        kind: RuleKind::Limit {
+            min: None,
+            min_clear: None,
+            max: Some(max),
+            max_clear: Some(max_clear),
+        },
+        ..limit_rule()
+    }
+}
+
+#[test]
+fn replacing_rules_keeps_unchanged_ones_hands_over_changed_episodes_and_clears_the_rest() {
+    let mut p = pipeline(&[
+        limit("hot", "*/temperature", 100.0, 95.0),
+        limit("warm", "*/temperature", 50.0, 45.0),
+        limit("gone", "*/temperature", 10.0, 5.0),
+        limit("narrowed", "*/temperature", 10.0, 5.0),
+    ]);
+    p.ingest(batch(&[("a", T0, 120.0)]), T0);
+    let raised = p.take_output().events;
+    assert_eq!(raised.len(), 4);
+    let id_of = |rule: &str| raised.iter().find(|e| e.rule == rule).unwrap().id;
+
+    let cleared = p.replace_rules(
+        RuleSet::compile(&[
+            limit("hot", "*/temperature", 100.0, 95.0),
+            limit("warm", "*/temperature", 60.0, 55.0),
+            limit("narrowed", "b*/temperature", 10.0, 5.0),
+        ])
+        .unwrap(),
+        T0 + S,
+    );
+    assert_eq!(cleared, 2);
+    let out = p.take_output().events;
+    let mut reasons: Vec<(String, u64, String)> = out
+        .iter()
+        .map(|e| {
+            assert_eq!(e.cleared_at, Some(T0 + S), "{e:?}");
+            (e.rule.clone(), e.id, e.message.clone())
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons[0].0, "gone");
+    assert_eq!(reasons[0].1, id_of("gone"));
+    assert!(
+        reasons[0]
+            .2
+            .contains("cleared on reload: rule `gone` is no longer configured"),
+        "{}",
+        reasons[0].2
+    );
+    assert_eq!(reasons[1].0, "narrowed");
+    assert!(
+        reasons[1].2.contains("no longer applies to this sensor"),
+        "{}",
+        reasons[1].2
+    );
+    let mut active: Vec<String> = p
+        .snapshot(T0 + S)
+        .active_events
+        .into_iter()
+        .map(|e| e.rule)
+        .collect();
+    active.sort();
+    assert_eq!(active, ["hot", "warm"]);
+
+    // Still hot: neither hot (kept) nor warm (handed over) is raised a second time.
+    p.ingest(batch(&[("a", T0 + 2 * S, 120.0)]), T0 + 2 * S);
+    assert!(p.take_output().events.is_empty());
+    // Cool: both clear once, under the ids they were raised with; warm by its new levels.
+    p.ingest(batch(&[("a", T0 + 3 * S, 58.0)]), T0 + 3 * S);
+    let out = p.take_output().events;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].rule.as_str(), out[0].id), ("hot", id_of("hot")));
+    p.ingest(batch(&[("a", T0 + 4 * S, 50.0)]), T0 + 4 * S);
+    let out = p.take_output().events;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].rule.as_str(), out[0].id), ("warm", id_of("warm")));
+    assert!(out[0].cleared_at.is_some());
+}

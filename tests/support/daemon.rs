@@ -130,6 +130,16 @@ impl Daemon {
         }
     }
 
+    /// Sends `SIG<name>` (e.g. `HUP`) to the running daemon; fails the test when it has
+    /// already exited.
+    pub fn signal(&mut self, name: &str) {
+        let child = self.child.as_mut().expect("the daemon was already stopped");
+        if let Some(status) = child.try_wait().expect("poll the edgewatch process") {
+            self.fail(format!("edgewatch had exited on its own ({status})"));
+        }
+        super::process::signal(child.id(), name);
+    }
+
     /// The last lines of the log file (all runs that share it).
     pub fn log_tail(&self) -> String {
         log_tail(&self.log)

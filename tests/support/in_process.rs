@@ -57,6 +57,17 @@ impl InProcess {
             .clone()
     }
 
+    /// Applies a new config to the running daemon (what SIGHUP does after loading the file).
+    pub fn reload(&mut self, config: Config) -> anyhow::Result<app::ReloadReport> {
+        let running = self.running.as_mut().expect("the daemon runs");
+        self.runtime.block_on(running.reload(config))
+    }
+
+    /// The running daemon.
+    pub fn running(&self) -> &app::Running {
+        self.running.as_ref().expect("the daemon runs")
+    }
+
     /// Stops the daemon in order: sources, pipeline flush, store commit, web (bounded).
     pub fn stop(&mut self) {
         self.shutdown.cancel();

@@ -22,7 +22,7 @@ use crate::config::{RuleConfig, RuleKind, ZscoreBaseline};
 use crate::model::{AnomalyEvent, NS_PER_SEC, SeriesKey, Severity, TimeNs};
 
 /// A compiled rule.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     pub name: String,
     pub kind: RuleKind,
