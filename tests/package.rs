@@ -184,7 +184,7 @@ fn the_package_unpacks_and_its_config_validates() {
     assert_eq!(field(deb, "Architecture"), arch.trim());
     let depends = field(deb, "Depends");
     assert!(
-        depends.contains("libc6 (>= ") && depends.contains("adduser"),
+        depends.contains("libc6 (>= ") && depends.contains("adduser") && depends.contains("procps"),
         "Depends: {depends}"
     );
     assert!(field(deb, "Version").starts_with(env!("CARGO_PKG_VERSION")));
@@ -620,7 +620,11 @@ fn the_package_installs_upgrades_and_purges() {
 fn the_packaged_configs_commented_examples_validate() {
     let text = fs::read_to_string(manifest_dir().join("packaging/edgewatch.toml")).unwrap();
     let secrets = tempfile::tempdir().unwrap();
-    for name in ["influx", "mqtt", "operator"] {
+    for name in [
+        "edgewatch.influx-token",
+        "edgewatch.mqtt-password",
+        "edgewatch.operator-token",
+    ] {
         fs::write(secrets.path().join(name), "secret\n").unwrap();
     }
     let is_toml = |line: &str| {
