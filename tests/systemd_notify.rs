@@ -1,7 +1,7 @@
 //! systemd's notification protocol through a real `NOTIFY_SOCKET` (a Unix datagram socket
 //! this test binds): the daemon says READY=1 once the store is open and the web listens,
-//! WATCHDOG=1 every half `WATCHDOG_USEC` while the pipeline and the store writer beat, and
-//! STOPPING=1 on SIGTERM.
+//! WATCHDOG=1 every half `WATCHDOG_USEC` while the pipeline and the store writer beat,
+//! RELOADING=1 then READY=1 around a SIGHUP reload, and STOPPING=1 on SIGTERM.
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
@@ -32,7 +32,7 @@ fn read_until(socket: &UnixDatagram, want: &str, within: Duration) -> Vec<String
 }
 
 #[test]
-fn ready_watchdog_and_stopping_reach_the_notify_socket() {
+fn ready_watchdog_reloading_and_stopping_reach_the_notify_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
@@ -77,6 +77,21 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     assert!(started.elapsed() < Duration::from_secs(5));
 
     let pid = child.id().to_string();
+    // A reload (the same file): announced, then ready again.
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    read_until(&socket, "RELOADING=1", Duration::from_secs(10));
+    read_until(&socket, "READY=1", Duration::from_secs(10));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the daemon"
+    );
+
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
