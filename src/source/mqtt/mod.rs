@@ -51,6 +51,7 @@
 mod acks;
 mod bad;
 mod batch;
+mod poll;
 mod route;
 mod task;
 
