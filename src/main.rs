@@ -293,6 +293,7 @@ fn run_export(config: &config::Config, options: &export::Options) -> ExitCode {
 
 fn run(config: config::Config, path: PathBuf) -> ExitCode {
     edgewatch::os::disable_transparent_huge_pages();
+    edgewatch::os::return_freed_memory_promptly();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -121,6 +121,21 @@ fn wrong_types_are_rejected_with_their_path() {
 }
 
 #[test]
+fn a_store_cache_under_one_mib_is_rejected() {
+    assert_eq!(
+        load_str(MINIMAL).unwrap().store.cache_bytes,
+        DEFAULT_STORE_CACHE_BYTES
+    );
+    let small = problems(&format!("{MINIMAL}[store]\ncache_bytes = 65536\n"));
+    assert_eq!(
+        small,
+        vec!["store.cache_bytes: must be at least 1048576 (1 MiB)"]
+    );
+    let ok = load_str(&format!("{MINIMAL}[store]\ncache_bytes = 1048576\n")).unwrap();
+    assert_eq!(ok.store.cache_bytes, 1 << 20);
+}
+
+#[test]
 fn zero_and_negative_intervals_are_rejected() {
     let zero = problems(&format!("{MINIMAL}interval_ms = 0\n"));
     assert_eq!(zero, vec!["sources[0].interval_ms: must be greater than 0"]);

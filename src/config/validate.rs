@@ -92,6 +92,12 @@ pub(super) fn validate(c: &Config, at: &Positions) -> Vec<Problem> {
             "must be at least 1048576 (1 MiB)",
         ));
     }
+    if c.store.cache_bytes < 1 << 20 {
+        p.push(Problem::new(
+            "store.cache_bytes",
+            "must be at least 1048576 (1 MiB)",
+        ));
+    }
     if c.web.listen.parse::<SocketAddr>().is_err() {
         p.push(Problem::new(
             "web.listen",

@@ -328,10 +328,14 @@ impl Store {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(|e| StoreError::Open {
-            path: path.clone(),
-            source: Box::new(e),
-        })?;
+        let cache_bytes = usize::try_from(config.cache_bytes).unwrap_or(usize::MAX);
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| StoreError::Open {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
