@@ -9,9 +9,10 @@
 //! - The series cache is updated only after `commit` returned; until then a new series lives
 //!   in the transaction alone.
 //! - Commits use redb's default durability, `Immediate` (fsync before `commit` returns).
-//! - Raw readings go to `raw_recent`; the commit that brings it to `FOLD_RECORDS` also moves
-//!   all of it into `raw`, so a reading is always in exactly one of the two tables, or in both
-//!   with the `raw_recent` copy being the newer write.
+//! - Raw readings go to `raw_recent`; the commit that brings it to `FOLD_RECORDS`, or the
+//!   first commit with raw readings `FOLD_MAX_AGE` after the last fold, also moves all of it
+//!   into `raw`, so a reading is always in exactly one of the two tables, or in both with the
+//!   `raw_recent` copy being the newer write.
 
 use std::collections::hash_map::Entry;
 use std::ops::Bound;
@@ -31,6 +32,12 @@ pub(super) fn write(inner: &Inner, batch: &WriteBatch) -> Result<CommitReport, S
     if batch.is_empty() {
         return Ok(report);
     }
+    let fold_by_age = inner
+        .fold_clock
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .due();
+    let mut folded = false;
     let txn = inner.db.begin_write()?;
     let added = {
         let cache = inner.series.read().unwrap_or_else(PoisonError::into_inner);
@@ -39,7 +46,11 @@ pub(super) fn write(inner: &Inner, batch: &WriteBatch) -> Result<CommitReport, S
             series.register(key, source)?;
         }
         if inner.config.raw_retention_secs > 0 && !batch.raw.is_empty() {
-            report.raw_written = write_raw(&txn, &mut series, batch, inner.fold_records)?;
+            let fold = Fold {
+                records: inner.fold_records,
+                by_age: fold_by_age,
+            };
+            (report.raw_written, folded) = write_raw(&txn, &mut series, batch, fold)?;
         }
         let mut outbox = Vec::with_capacity(batch.rollups.len() + batch.events.len());
         super::sensor_tags::write(&txn, &batch.sensor_tags)?;
@@ -50,6 +61,13 @@ pub(super) fn write(inner: &Inner, batch: &WriteBatch) -> Result<CommitReport, S
         series.added
     };
     txn.commit()?;
+    if folded {
+        inner
+            .fold_clock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last = std::time::Instant::now();
+    }
     if !added.is_empty() {
         let mut cache = inner.series.write().unwrap_or_else(PoisonError::into_inner);
         cache.by_key.extend(added);
@@ -57,16 +75,25 @@ pub(super) fn write(inner: &Inner, batch: &WriteBatch) -> Result<CommitReport, S
     Ok(report)
 }
 
+/// When `write_raw` folds `raw_recent` into `raw`.
+struct Fold {
+    /// Once it holds this many readings.
+    records: u64,
+    /// Now, whatever it holds: the time bound has passed.
+    by_age: bool,
+}
+
 /// Inserts the raw readings into `raw_recent`, sorted by its (time, series) key so that they
 /// append to the end of its B-tree, then folds `raw_recent` into `raw` once it holds
-/// `fold_records` readings. A stable sort keeps batch order among equal keys, so a repeated
-/// (series, time) keeps the reading that came last.
+/// `fold.records` readings or `fold.by_age`. A stable sort keeps batch order among equal keys,
+/// so a repeated (series, time) keeps the reading that came last. Returns the readings written
+/// and whether it folded.
 fn write_raw(
     txn: &WriteTransaction,
     series: &mut Resolver<'_, '_>,
     batch: &WriteBatch,
-    fold_records: u64,
-) -> Result<u64, StoreError> {
+    fold: Fold,
+) -> Result<(u64, bool), StoreError> {
     let mut rows = Vec::with_capacity(batch.raw.len());
     for reading in &batch.raw {
         let id = series.resolve(&reading.series)?.id;
@@ -88,10 +115,11 @@ fn write_raw(
     }
     let pending = recent.len()?;
     drop(recent);
-    if pending >= fold_records {
-        fold_recent(txn, fold_chunk(fold_records))?;
+    let folding = pending >= fold.records || fold.by_age;
+    if folding {
+        fold_recent(txn, fold_chunk(fold.records))?;
     }
-    Ok(rows.len() as u64)
+    Ok((rows.len() as u64, folding))
 }
 
 /// Moves every reading of `raw_recent` into `raw` (a newer reading replaces a stored one with

@@ -736,3 +736,39 @@ fn a_file_with_a_newer_schema_version_is_refused() {
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),
     }
 }
+
+#[test]
+fn raw_recent_is_folded_by_age_as_well_as_by_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&test_config(dir.path())).unwrap();
+    let recent_len = |store: &Store| -> u64 {
+        let txn = store.inner.db.begin_read().unwrap();
+        txn.open_table(RAW_RECENT).unwrap().len().unwrap()
+    };
+    let write = |times: std::ops::Range<i64>| {
+        let mut batch = WriteBatch::default();
+        for i in times {
+            batch.raw.push(reading("a", "t", T0 + i, i as f64));
+        }
+        store.write(&batch).unwrap();
+    };
+    // Far below the count bound and within the age bound: the readings wait in `raw_recent`.
+    write(0..3);
+    assert_eq!(recent_len(&store), 3);
+    // The age bound has passed: the next commit with raw readings folds everything.
+    store.set_fold_max_age(Duration::ZERO);
+    write(3..5);
+    assert_eq!(recent_len(&store), 0);
+    // The clock restarted with that fold.
+    store.set_fold_max_age(Duration::from_secs(3_600));
+    write(5..6);
+    assert_eq!(recent_len(&store), 1);
+    let key = SeriesKey::new("a", "t");
+    let all: Vec<(i64, f64)> = store
+        .raw(&key, T0, T0 + 10, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(t, v, _)| (t - T0, v))
+        .collect();
+    assert_eq!(all, (0..6).map(|i| (i, i as f64)).collect::<Vec<_>>());
+}

@@ -95,6 +95,7 @@ pub(super) async fn run<T: Target>(
     let mut next_retention = Instant::now();
     let mut pending = WriteBatch::default();
     let mut deadline: Option<Instant> = None;
+    let mut load = LoadMeter::new();
     // Proof of life for systemd's watchdog while there is nothing to commit.
     let mut beat = tokio::time::interval(crate::liveness::WRITER_BEAT);
     loop {
@@ -114,12 +115,12 @@ pub(super) async fn run<T: Target>(
                 // Checked here too: under a steady stream `recv` is always ready and could
                 // otherwise keep winning over the deadline.
                 if pending.len() >= max_records || Instant::now() >= due {
-                    commit(&target, std::mem::take(&mut pending), &metrics, backoff).await;
+                    commit(&target, std::mem::take(&mut pending), &metrics, backoff, &mut load).await;
                     deadline = None;
                 }
             }
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                commit(&target, std::mem::take(&mut pending), &metrics, backoff).await;
+                commit(&target, std::mem::take(&mut pending), &metrics, backoff, &mut load).await;
                 deadline = None;
             }
             _ = beat.tick() => metrics.liveness.beat_writer(),
@@ -130,9 +131,41 @@ pub(super) async fn run<T: Target>(
         }
     }
     if !pending.is_empty() {
-        commit(&target, pending, &metrics, backoff).await;
+        commit(&target, pending, &metrics, backoff, &mut load).await;
     }
     tracing::info!("store writer stopped: input closed, everything committed");
+}
+
+/// Committing at least this many records per second counts as heavy load for the allocator
+/// ([`crate::os::allocator_load`]). 1,000 sim sensors (3,000 readings/s) commit about 6,000
+/// records/s (each reading and the window checkpoint it changed); the MQTT bench at full speed
+/// several hundred thousand.
+const HEAVY_RECORDS_PER_SEC: f64 = 50_000.0;
+
+/// Records committed since `since`; once a second it tells the allocator whether the load is
+/// heavy.
+struct LoadMeter {
+    since: Instant,
+    records: usize,
+}
+
+impl LoadMeter {
+    fn new() -> Self {
+        LoadMeter {
+            since: Instant::now(),
+            records: 0,
+        }
+    }
+
+    fn committed(&mut self, records: usize) {
+        self.records += records;
+        let elapsed = self.since.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            let rate = self.records as f64 / elapsed.as_secs_f64();
+            crate::os::allocator_load(rate >= HEAVY_RECORDS_PER_SEC);
+            *self = LoadMeter::new();
+        }
+    }
 }
 
 /// What one successful commit reports back from the blocking thread.
@@ -144,13 +177,20 @@ struct Committed {
 }
 
 /// Commits `batch`, retrying until it succeeds.
-async fn commit<T: Target>(target: &T, mut batch: WriteBatch, metrics: &Metrics, backoff: Backoff) {
+async fn commit<T: Target>(
+    target: &T,
+    mut batch: WriteBatch,
+    metrics: &Metrics,
+    backoff: Backoff,
+    load: &mut LoadMeter,
+) {
     if batch.records() == 0 {
         // Only marks (every reading of those batches was a duplicate or bad): everything
         // before them is committed already.
         batch.release_acks();
         return;
     }
+    let records = batch.records();
     let mut delay = backoff.initial;
     loop {
         let t = target.clone();
@@ -167,6 +207,7 @@ async fn commit<T: Target>(target: &T, mut batch: WriteBatch, metrics: &Metrics,
         .await;
         match joined {
             Ok((mut done, Ok(committed))) => {
+                load.committed(records);
                 metrics.liveness.beat_writer();
                 done.release_acks();
                 record_commit(metrics, &committed);
