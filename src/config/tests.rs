@@ -136,6 +136,23 @@ fn a_store_cache_under_one_mib_is_rejected() {
 }
 
 #[test]
+fn rolling_spans_longer_than_seven_days_are_rejected() {
+    let week = 7 * 86_400;
+    let ok = format!(
+        "{MINIMAL}[pipeline]\nrolling_secs = {week}\n[[rules]]\nmatch = \"*\"\nkind = \"zscore\"\nwindow_secs = {week}\n"
+    );
+    assert_eq!(load_str(&ok).unwrap().pipeline.rolling_secs(), week);
+    let p = problems(&ok.replace(&week.to_string(), &(week + 1).to_string()));
+    assert_eq!(
+        p,
+        vec![
+            "pipeline.rolling_secs: must be at most 604800 (7 days); it defaults to window_secs",
+            "rules[0].window_secs: must be at most 604800 (7 days)",
+        ]
+    );
+}
+
+#[test]
 fn zero_and_negative_intervals_are_rejected() {
     let zero = problems(&format!("{MINIMAL}interval_ms = 0\n"));
     assert_eq!(zero, vec!["sources[0].interval_ms: must be greater than 0"]);

@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use super::load::Positions;
 use super::{Config, InfluxApi, Problem, RuleKind, SinkKind, SourceKind};
 
+/// The longest rolling span (`pipeline.rolling_secs`, a z-score rule's `window_secs`): every
+/// reading in it is kept per series, and its times are milliseconds in an `i32`.
+pub const MAX_ROLLING_SECS: u64 = 7 * 86_400;
+
 /// `at` maps each entry of `c.sources`, `c.rules` and `c.sinks` to its index in the file.
 pub(super) fn validate(c: &Config, at: &Positions) -> Vec<Problem> {
     let mut p = Vec::new();
@@ -63,6 +67,12 @@ pub(super) fn validate(c: &Config, at: &Positions) -> Vec<Problem> {
         "pipeline.rolling_secs",
         c.pipeline.rolling_secs() as f64,
     );
+    if c.pipeline.rolling_secs() > MAX_ROLLING_SECS {
+        p.push(Problem::new(
+            "pipeline.rolling_secs",
+            format!("must be at most {MAX_ROLLING_SECS} (7 days); it defaults to window_secs"),
+        ));
+    }
     positive_into(
         &mut p,
         "web.request_timeout_secs",
@@ -273,6 +283,11 @@ pub(super) fn validate(c: &Config, at: &Positions) -> Vec<Problem> {
             } => {
                 if window_secs.is_nan() || *window_secs <= 0.0 {
                     problem("window_secs", "must be greater than 0");
+                } else if *window_secs > MAX_ROLLING_SECS as f64 {
+                    problem(
+                        "window_secs",
+                        &format!("must be at most {MAX_ROLLING_SECS} (7 days)"),
+                    );
                 }
                 if raise.is_nan() || *raise <= 0.0 {
                     problem("raise", "must be greater than 0");

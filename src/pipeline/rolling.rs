@@ -1,9 +1,14 @@
 //! Time-based rolling statistics over the last `span` of event time: the per-series rolling
 //! average shown to technicians, and the baseline of the z-score detector.
 //!
-//! Values are stored relative to a reference (the first value), so that the variance from
-//! running sums does not lose precision on large, slowly varying values. The sums are rebuilt
-//! from the buffer every `REBUILD_EVERY` evictions to stop rounding errors from accumulating.
+//! A gateway keeps one of these per series (thousands), so a sample takes 8 bytes, not 16: its
+//! time in milliseconds after a base time (`i32`), and its value as the difference from a
+//! reference value (the oldest in the buffer when the sums were last rebuilt) in `f32`. The
+//! sums add exactly those stored differences, so the statistics are those of the stored
+//! samples: a value is kept to 7 significant digits of its distance from the reference, far
+//! finer than a sensor reads. Keeping differences also stops the variance from running sums
+//! from losing precision on large, slowly varying values. The sums are rebuilt from the buffer
+//! every `REBUILD_EVERY` evictions so that rounding errors do not accumulate.
 //! Sans-IO: times are given.
 
 use std::collections::VecDeque;
@@ -11,11 +16,18 @@ use std::collections::VecDeque;
 use crate::model::TimeNs;
 
 const REBUILD_EVERY: u32 = 4096;
+const NS_PER_MS: i64 = 1_000_000;
 
 #[derive(Clone, Debug)]
 pub struct Rolling {
+    /// The span in milliseconds.
     span: i64,
-    buf: VecDeque<(TimeNs, f64)>,
+    /// Milliseconds since the epoch that stored times count from.
+    base: i64,
+    /// (milliseconds after `base`, value − `reference`), in arrival order.
+    buf: VecDeque<(i32, f32)>,
+    /// The newest time seen, in milliseconds after `base`.
+    newest: i64,
     reference: f64,
     sum: f64,
     sum_sq: f64,
@@ -25,8 +37,10 @@ pub struct Rolling {
 impl Rolling {
     pub fn new(span_ns: i64) -> Self {
         Rolling {
-            span: span_ns.max(1),
+            span: (span_ns / NS_PER_MS).max(1),
+            base: 0,
             buf: VecDeque::new(),
+            newest: 0,
             reference: 0.0,
             sum: 0.0,
             sum_sq: 0.0,
@@ -36,25 +50,38 @@ impl Rolling {
 
     /// Adds a value and drops those older than `span` before the newest time seen.
     pub fn push(&mut self, t: TimeNs, value: f64) {
+        let ms = t.div_euclid(NS_PER_MS);
         if self.buf.is_empty() {
+            self.base = ms;
+            self.newest = 0;
             self.reference = value;
             self.sum = 0.0;
             self.sum_sq = 0.0;
         }
-        let d = value - self.reference;
-        self.sum += d;
-        self.sum_sq += d * d;
-        let newest = self.buf.back().map_or(t, |&(b, _)| b.max(t));
-        self.buf.push_back((t, value));
-        let cutoff = newest.saturating_sub(self.span);
-        while let Some(&(front, v)) = self.buf.front() {
-            if front > cutoff {
+        let mut offset = ms - self.base;
+        if i32::try_from(offset).is_err() {
+            self.rebase(ms);
+            offset = ms - self.base;
+        }
+        let Ok(offset) = i32::try_from(offset) else {
+            // Further from the buffer than an i32 of milliseconds (24 days) even after a
+            // rebase: the buffer cannot hold both, so it starts again from this value.
+            self.buf.clear();
+            return self.push(t, value);
+        };
+        let d = (value - self.reference) as f32;
+        self.sum += f64::from(d);
+        self.sum_sq += f64::from(d) * f64::from(d);
+        self.newest = self.newest.max(i64::from(offset));
+        self.buf.push_back((offset, d));
+        let cutoff = self.newest - self.span;
+        while let Some(&(front, d)) = self.buf.front() {
+            if i64::from(front) > cutoff {
                 break;
             }
             self.buf.pop_front();
-            let d = v - self.reference;
-            self.sum -= d;
-            self.sum_sq -= d * d;
+            self.sum -= f64::from(d);
+            self.sum_sq -= f64::from(d) * f64::from(d);
             self.evictions += 1;
         }
         if self.evictions >= REBUILD_EVERY {
@@ -62,14 +89,43 @@ impl Rolling {
         }
     }
 
+    /// Moves the base time so that the buffer and `ms` (milliseconds since the epoch) both
+    /// fit the stored offsets, if they can.
+    fn rebase(&mut self, ms: i64) {
+        let oldest = self
+            .buf
+            .iter()
+            .map(|&(o, _)| i64::from(o))
+            .min()
+            .unwrap_or(0)
+            + self.base;
+        let new_base = oldest.min(ms);
+        let shift = new_base - self.base;
+        let fits = |o: i64| i32::try_from(o).is_ok();
+        if !fits(ms - new_base) || !self.buf.iter().all(|&(o, _)| fits(i64::from(o) - shift)) {
+            return;
+        }
+        for (o, _) in &mut self.buf {
+            *o = (i64::from(*o) - shift) as i32;
+        }
+        self.newest -= shift;
+        self.base = new_base;
+    }
+
+    /// Sums from the stored samples again, with the oldest as the new reference.
     fn rebuild(&mut self) {
         self.evictions = 0;
-        self.reference = self.buf.front().map_or(0.0, |&(_, v)| v);
+        let old_reference = self.reference;
+        self.reference = self
+            .buf
+            .front()
+            .map_or(0.0, |&(_, d)| old_reference + f64::from(d));
         let (mut sum, mut sum_sq) = (0.0, 0.0);
-        for &(_, v) in &self.buf {
-            let d = v - self.reference;
-            sum += d;
-            sum_sq += d * d;
+        for (_, d) in &mut self.buf {
+            let nd = (old_reference + f64::from(*d) - self.reference) as f32;
+            *d = nd;
+            sum += f64::from(nd);
+            sum_sq += f64::from(nd) * f64::from(nd);
         }
         self.sum = sum;
         self.sum_sq = sum_sq;
@@ -179,6 +235,56 @@ mod tests {
     }
 
     #[test]
+    fn times_are_kept_to_the_millisecond_and_out_of_order_readings_count() {
+        let mut r = Rolling::new(10 * S);
+        r.push(1_700_000_000 * S, 1.0);
+        r.push(1_700_000_000 * S + 5 * S, 3.0);
+        // Older than the newest but inside the span: kept.
+        r.push(1_700_000_000 * S + 2 * S, 5.0);
+        assert_eq!((r.len(), r.mean()), (3, Some(3.0)));
+        // 10 s after the first to the nanosecond: the first reading leaves the span.
+        r.push(1_700_000_000 * S + 10 * S + 999_999, 7.0);
+        assert_eq!((r.len(), r.mean()), (3, Some(5.0)));
+    }
+
+    #[test]
+    fn large_values_keep_their_small_variations() {
+        // A counter near 1e9 that moves by 0.25: the differences are exact in f32.
+        let mut r = Rolling::new(60 * S);
+        for i in 0..100 {
+            r.push(i * S, 1e9 + if i % 2 == 0 { 0.25 } else { -0.25 });
+        }
+        assert!((r.mean().unwrap() - 1e9).abs() < 1e-9, "{r:?}");
+        // The last 60 readings, half at each side: sample stddev 0.25·√(60/59).
+        let expected = 0.25 * (60.0f64 / 59.0).sqrt();
+        assert_eq!(r.len(), 60);
+        assert!((r.stddev().unwrap() - expected).abs() < 1e-9, "{r:?}");
+    }
+
+    #[test]
+    fn a_jump_beyond_the_offset_range_starts_again_and_a_long_run_rebases() {
+        const DAY: i64 = 86_400 * S;
+        let mut r = Rolling::new(60 * S);
+        r.push(0, 1.0);
+        r.push(30 * DAY, 2.0);
+        assert_eq!((r.len(), r.mean()), (1, Some(2.0)));
+        // A day-long window over 60 days of hourly readings crosses the i32 range of
+        // milliseconds (24.8 days) more than once; the window stays right.
+        let mut r = Rolling::new(DAY);
+        for h in 0..60 * 24 {
+            r.push(h * 3_600 * S, h as f64);
+        }
+        // Hours 1416..=1439 lie in (1415 h, 1439 h].
+        assert_eq!(r.len(), 24);
+        assert!((r.mean().unwrap() - (1416..1440).sum::<i64>() as f64 / 24.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_sample_takes_eight_bytes() {
+        assert_eq!(std::mem::size_of::<(i32, f32)>(), 8);
+    }
+
+    #[test]
     fn ewma_follows_a_level_and_measures_its_spread_in_fixed_memory() {
         let mut e = Ewma::new(60 * S);
         assert_eq!((e.mean(), e.stddev()), (None, None));
@@ -213,10 +319,12 @@ mod tests {
             let window: Vec<f64> = values[n.saturating_sub(50)..].iter().map(|v| base + v).collect();
             let mean = window.iter().sum::<f64>() / window.len() as f64;
             prop_assert_eq!(r.len(), window.len());
-            prop_assert!((r.mean().unwrap() - mean).abs() < 1e-6);
+            // Each value is kept as an f32 difference from the first (at most 2,000 here):
+            // off by at most 2,000 × 2⁻²⁴ ≈ 1.2e-4, however large `base` is.
+            prop_assert!((r.mean().unwrap() - mean).abs() < 2e-4);
             if window.len() >= 2 {
                 let var = window.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (window.len() - 1) as f64;
-                prop_assert!((r.stddev().unwrap() - var.sqrt()).abs() < 1e-6 * (1.0 + var.sqrt()));
+                prop_assert!((r.stddev().unwrap() - var.sqrt()).abs() < 2e-4 * (1.0 + var.sqrt()));
             }
         }
     }
