@@ -36,52 +36,96 @@ pub fn disable_transparent_huge_pages() {
     }
 }
 
-/// mimalloc's `mi_option_purge_delay` in the numbering of the mimalloc v3 that
-/// libmimalloc-sys 0.1.49 builds (`mi_option_e` in its `mimalloc.h`).
-const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
-/// mimalloc's own default purge delay, in milliseconds.
-const HEAVY_LOAD_PURGE_DELAY_MS: libc::c_long = 1_000;
+#[cfg(not(feature = "mimalloc"))]
+pub use glibc_tuning::{allocator_load, return_freed_memory_promptly};
+#[cfg(feature = "mimalloc")]
+pub use mimalloc_tuning::{allocator_load, return_freed_memory_promptly};
 
-// The allocator's C library, linked into the binary as its global allocator (src/main.rs);
-// named here so that `mi_option_set` below also resolves in the library's own test binaries.
-extern crate mimalloc as _;
+/// The global allocator is mimalloc (the default feature `mimalloc`, src/main.rs).
+#[cfg(feature = "mimalloc")]
+mod mimalloc_tuning {
+    /// mimalloc's `mi_option_purge_delay` in the numbering of the mimalloc v3 that
+    /// libmimalloc-sys 0.1.49 builds (`mi_option_e` in its `mimalloc.h`).
+    const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+    /// mimalloc's own default purge delay, in milliseconds.
+    const HEAVY_LOAD_PURGE_DELAY_MS: libc::c_long = 1_000;
 
-/// Whether [`return_freed_memory_promptly`] took over mimalloc's purge delay.
-static PURGE_TUNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-/// Whether the purge delay is currently the heavy-load one.
-static HEAVY_LOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // The allocator's C library, linked into the binary as its global allocator
+    // (src/main.rs); named here so that `mi_option_set` below also resolves in the library's
+    // own test binaries.
+    extern crate mimalloc as _;
 
-#[allow(unsafe_code)]
-fn set_purge_delay(ms: libc::c_long) {
-    unsafe extern "C" {
-        fn mi_option_set(option: libc::c_int, value: libc::c_long);
+    /// Whether [`return_freed_memory_promptly`] took over mimalloc's purge delay.
+    static PURGE_TUNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    /// Whether the purge delay is currently the heavy-load one.
+    static HEAVY_LOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    #[allow(unsafe_code)]
+    fn set_purge_delay(ms: libc::c_long) {
+        unsafe extern "C" {
+            fn mi_option_set(option: libc::c_int, value: libc::c_long);
+        }
+        // SAFETY: mi_option_set stores an integer in mimalloc's option table; it may be
+        // called at any time, from any thread.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms) }
     }
-    // SAFETY: mi_option_set stores an integer in mimalloc's option table; it may be called
-    // at any time, from any thread.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms) }
+
+    /// Memory the allocator no longer uses goes back to the OS at once (mimalloc's purge
+    /// delay 0 instead of 1 s), until [`allocator_load`] reports heavy load. For the daemon
+    /// only; an operator's `MIMALLOC_PURGE_DELAY` (milliseconds) wins over this and over
+    /// `allocator_load`.
+    pub fn return_freed_memory_promptly() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        set_purge_delay(0);
+        PURGE_TUNED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells the allocator whether the daemon is under heavy load (the store writer, once a
+    /// second, from the records it committed). Light: freed pages are purged at once, which
+    /// keeps the RSS of a gateway a few MB lower. Heavy: mimalloc's default delay of 1 s, so
+    /// that pages a commit frees are reused by the next one instead of being purged and
+    /// faulted in again (a purge delay of 0 cost about 0.5 µs of daemon CPU per message at
+    /// full MQTT speed, a seventh). A no-op unless [`return_freed_memory_promptly`] took over
+    /// the delay.
+    pub fn allocator_load(heavy: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if PURGE_TUNED.load(Relaxed) && HEAVY_LOAD.swap(heavy, Relaxed) != heavy {
+            set_purge_delay(if heavy { HEAVY_LOAD_PURGE_DELAY_MS } else { 0 });
+        }
+    }
 }
 
-/// Memory the allocator no longer uses goes back to the OS at once (mimalloc's purge delay 0
-/// instead of 1 s), until [`allocator_load`] reports heavy load. For the daemon only, whose
-/// global allocator mimalloc is; an operator's `MIMALLOC_PURGE_DELAY` (milliseconds) wins
-/// over this and over `allocator_load`.
-pub fn return_freed_memory_promptly() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    set_purge_delay(0);
-    PURGE_TUNED.store(true, std::sync::atomic::Ordering::Relaxed);
-}
+/// The global allocator is the C library's malloc (built without the feature `mimalloc`).
+#[cfg(not(feature = "mimalloc"))]
+mod glibc_tuning {
+    /// Arenas glibc may create: by default 8 per core, each keeping its own freed memory.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    const ARENA_MAX: libc::c_int = 2;
+    /// Free memory at the top of the heap above this goes back to the OS (glibc's default
+    /// grows up to 32 MiB with the largest block freed).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    const TRIM_THRESHOLD: libc::c_int = 128 * 1024;
 
-/// Tells the allocator whether the daemon is under heavy load (the store writer, once a
-/// second, from the records it committed). Light: freed pages are purged at once, which keeps
-/// the RSS of a gateway a few MB lower. Heavy: mimalloc's default delay of 1 s, so that pages a commit frees are reused by
-/// the next one instead of being purged and faulted in again (a purge delay of 0 cost about
-/// 0.5 µs of daemon CPU per message at full MQTT speed, a seventh). A no-op unless
-/// [`return_freed_memory_promptly`] took over the delay.
-pub fn allocator_load(heavy: bool) {
-    use std::sync::atomic::Ordering::Relaxed;
-    if PURGE_TUNED.load(Relaxed) && HEAVY_LOAD.swap(heavy, Relaxed) != heavy {
-        set_purge_delay(if heavy { HEAVY_LOAD_PURGE_DELAY_MS } else { 0 });
+    /// At most [`ARENA_MAX`] malloc arenas and a fixed trim threshold, unless the operator set
+    /// glibc's own `MALLOC_ARENA_MAX` or `MALLOC_TRIM_THRESHOLD_`, which then win.
+    #[allow(unsafe_code)]
+    pub fn return_freed_memory_promptly() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+                // SAFETY: mallopt sets an integer in glibc's malloc parameters; called
+                // before the runtime starts its threads.
+                unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX) };
+            }
+            if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
+                // SAFETY: as above.
+                unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) };
+            }
+        }
     }
+
+    /// Nothing to tune under load with glibc's malloc.
+    pub fn allocator_load(_heavy: bool) {}
 }

@@ -9,8 +9,16 @@ use std::process::Command;
 /// the sibling of `target/release/examples/`, where the example runs from.
 pub fn build_binary() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // The daemon gets the allocator the example was built with (`--no-default-features`
+    // for glibc's malloc, the default or `--features mimalloc` for mimalloc).
+    let features: &[&str] = if cfg!(feature = "mimalloc") {
+        &["--features", "mimalloc"]
+    } else {
+        &["--no-default-features"]
+    };
     let status = Command::new(cargo)
         .args(["build", "--release", "--bin", "edgewatch"])
+        .args(features)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("run cargo build");

@@ -70,11 +70,12 @@ pub struct GatewayConfig {
     pub tags: BTreeMap<String, String>,
 }
 
-/// Default of `store.cache_bytes`: 4 MiB. redb's own default, 1 GiB, kept every page the
+/// Default of `store.cache_bytes`: 2 MiB. redb's own default, 1 GiB, kept every page the
 /// daemon wrote in memory until the cache was full, so the RSS grew with the stored data (48
-/// MiB after 2 minutes with 1,000 sim sensors, still rising); with 4 MiB it stays flat, and
-/// the MQTT bench showed no cost per message (README, Performance).
-pub const DEFAULT_STORE_CACHE_BYTES: u64 = 4 << 20;
+/// MiB after 2 minutes with 1,000 sim sensors, still rising). 2 MiB keeps a 1,000-sensor
+/// gateway about 4 MiB lower than 4 MiB does, at some CPU per message only at full MQTT speed
+/// (README, Performance).
+pub const DEFAULT_STORE_CACHE_BYTES: u64 = 2 << 20;
 
 /// `[store]`: the embedded redb file.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
