@@ -16,7 +16,7 @@ use edgewatch::{app, config, probe, simulate, telemetry};
 
 /// With the feature `mimalloc`, mimalloc instead of glibc's malloc: fewer cycles per message at
 /// full MQTT speed, about 9 MiB more RSS at gateway rates (figures in the README). Without it,
-/// glibc's malloc with two arenas and prompt trimming (`os::return_freed_memory_promptly`).
+/// glibc's malloc with one arena and prompt trimming (`os::return_freed_memory_promptly`).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
