@@ -120,26 +120,7 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(OUTBOX)?;
-        let range = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
-        for item in table.range::<u64>(range)? {
-            let (seq, record) = item?;
-            match tables::decode_outbox(record.value()) {
-                Ok(entry) => out.push((seq.value(), entry)),
-                Err(error) => {
-                    tracing::error!(seq = seq.value(), %error, "skipping an undecodable outbox entry");
-                }
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(self.outbox_page(after, limit)?.0)
     }
 
     /// Number of entries in the outbox (cheap: redb keeps table lengths).
