@@ -41,7 +41,7 @@ pub use glibc_tuning::{allocator_load, return_freed_memory_promptly};
 #[cfg(feature = "mimalloc")]
 pub use mimalloc_tuning::{allocator_load, return_freed_memory_promptly};
 
-/// The global allocator is mimalloc (the default feature `mimalloc`, src/main.rs).
+/// The global allocator is mimalloc (the optional feature `mimalloc`, src/main.rs).
 #[cfg(feature = "mimalloc")]
 mod mimalloc_tuning {
     /// mimalloc's `mi_option_purge_delay` in the numbering of the mimalloc v3 that

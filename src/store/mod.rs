@@ -5,10 +5,11 @@
 //! it on `spawn_blocking` (see `writer`).
 //!
 //! Code map: `mod.rs` (this file) is the API, opening, stats and the sink cursors; `reads.rs`
-//! the queries (events, rollups, series, outbox; raw readings in `raw.rs`); `tables.rs` the layout and record codecs; `commit.rs` the write transaction;
-//! `retention.rs` age and byte-budget removal; `writer.rs` the async task that batches,
-//! commits and retries; `event_acks.rs` operators' acknowledgements of events, the one
-//! thing the web writes (an annotation in its own table, never data).
+//! the queries (events, rollups, series, outbox; raw readings in `raw.rs`); `tables.rs` the
+//! layout and record codecs; `commit.rs` the write transaction; `retention.rs` age and
+//! byte-budget removal; `writer.rs` the async task that batches, commits and retries;
+//! `event_acks.rs` operators' acknowledgements of events, the one thing the web writes (an
+//! annotation in its own table, never data).
 //!
 //! Raw readings first land in `raw_recent`, ordered by time, and are folded into `raw`,
 //! ordered by series, every `FOLD_RECORDS` (1,000,000) readings or `FOLD_MAX_AGE` (30 s),
@@ -53,7 +54,7 @@ pub use writer::run_writer;
 
 use tables::{
     CURSORS, EVENTS, META, META_NEXT_EVENT_ID, META_NEXT_OUTBOX_SEQ, META_SCHEMA_VERSION, OUTBOX,
-    OUTBOX_BY_TIME, RAW, RAW_RECENT, ROLLUPS, SCHEMA_VERSION, SERIES, SERIES_BY_ID, SeriesTime,
+    OUTBOX_BY_TIME, RAW, RAW_RECENT, ROLLUPS, SCHEMA_VERSION, SERIES, SERIES_BY_ID,
 };
 
 /// `raw_recent` is folded into `raw` once it holds this many readings. Larger folds cost less

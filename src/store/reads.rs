@@ -1,7 +1,13 @@
 //! The store's queries for the web, the API and the forwarder: events, rollups, the series
 //! dictionary and the outbox. Each opens its own read transaction, so none blocks the writer.
 
-use super::*;
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::tables::{self, EVENTS, OUTBOX, ROLLUPS, SERIES, SERIES_BY_ID, SeriesTime};
+use super::{EventFilter, OutboxEntry, Store, StoreError};
+use crate::model::{AnomalyEvent, Rollup, SeriesKey, TimeNs};
 
 impl Store {
     /// Anomaly events, newest first. A record that does not decode is logged and skipped, so
